@@ -1,0 +1,9 @@
+"""The one exception type that the CLI turns into a single line and exit status 2."""
+
+
+class UserError(Exception):
+    """Bad input from the user: a config, a path, a data set. Message is one line, no traceback."""
+
+
+class NonFiniteLoss(Exception):
+    """The training loss became NaN or infinite."""
