@@ -1,0 +1,142 @@
+"""`imbal` command line. A user mistake is one line on stderr and exit status 2, never a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import errno
+import signal
+import sys
+from pathlib import Path
+
+from imbal.errors import NonFiniteLoss, UserError
+
+EXIT_USER, EXIT_NONFINITE = 2, 3
+
+
+def _config_args(p: argparse.ArgumentParser, config_required: bool = True) -> None:
+    p.add_argument("config", nargs=None if config_required else "?", help="YAML config file")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key, e.g. --set train.epochs=3 (value parsed as YAML)")
+    p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
+
+
+def _load(args: argparse.Namespace) -> dict:
+    from imbal.config import load_config
+
+    overrides = list(args.overrides)
+    if getattr(args, "device", None):
+        overrides.append(f"train.device={args.device}")
+    return load_config(args.config, overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from imbal import runner
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        if args.config:
+            raise UserError("give either a config or --resume RUN_DIR, not both")
+        args.config = run_dir / "config.yaml"
+        if not args.config.is_file():
+            raise UserError(f"nothing to resume in {run_dir}: no config.yaml")
+        out = str(run_dir)
+    elif not args.config:
+        raise UserError("missing config: imbal train CONFIG.yaml (or --resume RUN_DIR)")
+    else:
+        out = args.out
+    cfg = _load(args)
+    runner.train(cfg, out_dir=out, overwrite=args.overwrite, quiet=args.quiet,
+                 resume=bool(args.resume))
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from imbal.evaluate import evaluate_run
+
+    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device)
+    return 0
+
+
+def cmd_data(args: argparse.Namespace) -> int:
+    from imbal.data.prepare import prepare_data
+    from imbal.runner import format_counts
+
+    cfg = _load(args)
+    data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
+                        minority_override=cfg["eval"]["minority_classes"])
+    counts = data.counts()
+    print(f"{data.name}: {data.num_classes} classes, images {data.channels}x{data.image_size}x"
+          f"{data.image_size}, data seed {cfg['seeds']['data']}")
+    print(format_counts(counts))
+    if args.plot:
+        from imbal.plots import save_counts
+
+        save_counts(counts, data.classes, Path(args.plot))
+        print(f"wrote {args.plot}")
+    return 0
+
+
+def _module_command(module: str):
+    """sweep/report/bench live in their own modules with add_arguments(parser) and run(args)."""
+    import importlib
+
+    return importlib.import_module(module)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="imbal", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    p = sub.add_parser("train", help="train one run from a YAML config")
+    _config_args(p, config_required=False)
+    p.add_argument("--out", help="run directory (default logging.out_dir/name)")
+    p.add_argument("--quiet", action="store_true", help="no progress bar or per-epoch lines")
+    p.add_argument("--overwrite", action="store_true", help="replace a run already in --out")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
+    p.set_defaults(func=cmd_train)
+    p = sub.add_parser("eval", help="re-evaluate a saved checkpoint on the test set")
+    p.add_argument("run_dir")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
+    p.add_argument("--device", default=None)
+    p.set_defaults(func=cmd_eval)
+    p = sub.add_parser("data", help="print per-class counts after imbalance, without training")
+    _config_args(p)
+    p.add_argument("--plot", metavar="PNG", help="also write a bar chart")
+    p.set_defaults(func=cmd_data)
+    for name, module, text in (("sweep", "imbal.sweep", "run a grid of configs x seeds"),
+                               ("report", "imbal.report", "mean ± std tables and plots of runs"),
+                               ("bench", "imbal.bench", "measure training throughput")):
+        p = sub.add_parser(name, help=text)
+        mod = _module_command(module)
+        mod.add_arguments(p)
+        p.set_defaults(func=mod.run)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from imbal.engine import Interrupted
+
+    try:
+        return int(args.func(args) or 0)
+    except UserError as err:
+        print(f"imbal: error: {err}", file=sys.stderr)
+        return EXIT_USER
+    except Interrupted as err:
+        print(f"imbal: stopped by {err}; checkpoint saved. Resume with: "
+              f"imbal train --resume {err.run_dir}", file=sys.stderr)
+        return 128 + err.signum
+    except NonFiniteLoss as err:
+        print(f"imbal: error: {err}; the last good checkpoint is kept", file=sys.stderr)
+        return EXIT_NONFINITE
+    except KeyboardInterrupt:
+        print("imbal: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+    except OSError as err:
+        what = "disk full" if err.errno == errno.ENOSPC else (err.strerror or str(err))
+        where = f": {err.filename}" if err.filename else ""
+        print(f"imbal: error: {what}{where}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

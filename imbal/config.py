@@ -1,0 +1,236 @@
+"""Config schema, YAML loading, dotted overrides and the resolved config that a run saves.
+
+Every key has a default, so the smallest config is `data: {source: digits}`. Validation is done
+by pydantic (extra keys forbidden); its errors are turned into one line with a did-you-mean.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imbal.errors import UserError
+from imbal.registry import did_you_mean
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Subset(Section):
+    per_class: int | None = Field(None, ge=1, description="keep at most this many training images per class (before imbalance)")
+    total: int | None = Field(None, ge=1, description="keep this many training images in all, stratified")
+    test_per_class: int | None = Field(None, ge=1, description="keep at most this many test images per class")
+
+
+class Imbalance(Section):
+    kind: str = Field("none", description="none | step | longtail | explicit")
+    classes: list[int] | None = Field(None, description="step: classes reduced (default 0-4)")
+    keep: float | None = Field(None, description="step: fraction of those classes kept (default 0.1)")
+    ratio: float | None = Field(None, description="longtail: n_max / n_min")
+    order: list[int] | None = Field(None, description="longtail: class order, head first")
+    n_max: int | None = Field(None, description="longtail: head class size (default: smallest class)")
+    counts: list[int] | None = Field(None, description="explicit: per-class counts")
+
+    def params(self) -> dict[str, Any]:
+        return self.model_dump(exclude={"kind"}, exclude_none=True)
+
+
+class Augment(Section):
+    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels (0 = off)")
+    hflip: bool = Field(False, description="random horizontal flip")
+
+
+class Data(Section):
+    source: str = Field("digits", description="digits | mnist | fashion_mnist | cifar10 | imagefolder")
+    root: str | None = Field(None, description="data directory (default $IMBAL_DATA, else ./data)")
+    download: bool = Field(False, description="let torchvision download missing files")
+    image_size: int | None = Field(None, ge=4, description="imagefolder: resize images to this square size")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified")
+    subset: Subset = Field(default_factory=Subset)
+    imbalance: Imbalance = Field(default_factory=Imbalance)
+    augment: Augment = Field(default_factory=Augment)
+
+
+class Model(Section):
+    backbone: str = Field("lenet", description="a name from the backbone registry")
+    params: dict[str, Any] = Field(default_factory=dict, description="backbone options, e.g. {activation: relu}")
+    init_from: str | None = Field(None, description="run directory or checkpoint to start the backbone from")
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
+
+
+class Optimizer(Section):
+    name: str = Field("sgd", description="sgd | adam | adamw")
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = False
+    weight_decay: float = Field(0.0, ge=0)
+
+
+class Schedule(Section):
+    name: str = Field("none", description="none | cosine | multistep")
+    t_max: int | None = Field(None, ge=1, description="cosine: period in epochs (default: the run's epochs)")
+    milestones: list[int] = Field(default_factory=list, description="multistep: epochs where lr *= gamma")
+    gamma: float = Field(0.1, gt=0)
+    warmup_epochs: int = Field(0, ge=0, description="linear warmup from lr/warmup to lr")
+
+
+class Train(Section):
+    epochs: int = Field(10, ge=1)
+    batch_size: int = Field(128, ge=1)
+    optimizer: Optimizer = Field(default_factory=Optimizer)
+    schedule: Schedule = Field(default_factory=Schedule)
+    grad_clip: float | None = Field(None, gt=0, description="clip gradient norm to this value")
+    device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
+    amp: Literal["auto", "off", "float16", "bfloat16"] = Field(
+        "auto", description="auto: float16 on CUDA, off on CPU")
+    channels_last: bool = Field(False, description="channels_last memory format")
+    compile: bool = Field(False, description="torch.compile the model (CUDA)")
+    threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's choice)")
+    deterministic: bool = Field(True, description="torch deterministic algorithms")
+
+
+class Eval(Section):
+    batch_size: int = Field(1024, ge=1)
+    select: Literal["balanced_acc", "top1"] = Field(
+        "balanced_acc", description="validation metric that picks best.pt")
+    minority_classes: list[int] | None = Field(None, description="default: from the imbalance")
+    many_shot: int = Field(100, ge=1, description="classes with more training images are 'many'")
+    few_shot: int = Field(20, ge=1, description="classes with fewer training images are 'few'")
+
+
+class Logging(Section):
+    out_dir: str = Field("runs", description="parent of run directories")
+    tensorboard: bool = True
+    progress: bool = Field(True, description="tqdm progress bar")
+    log_every: int = Field(50, ge=1, description="steps between progress-bar loss updates")
+
+
+class Seeds(Section):
+    data: int = Field(0, description="which images are kept, the validation split")
+    train: int = Field(0, description="model init, batch order, augmentation")
+
+
+class Pretrain(Section):
+    task: str = Field(description="rotation | jigsaw")
+    epochs: int = Field(5, ge=1)
+    batch_size: int | None = Field(None, ge=1, description="default: train.batch_size")
+    optimizer: Optimizer = Field(default_factory=lambda: Optimizer(name="adam", lr=1e-3))
+    params: dict[str, Any] = Field(default_factory=dict, description="task options")
+    use_removed: bool = Field(False, description="also use the images the imbalance removed, unlabelled")
+
+
+class Config(Section):
+    name: str = Field("run", description="run name, the run directory under logging.out_dir")
+    data: Data = Field(default_factory=Data)
+    model: Model = Field(default_factory=Model)
+    remedy: list[Any] = Field(default_factory=list, description="list of remedies, see README")
+    pretrain: Pretrain | None = None
+    train: Train = Field(default_factory=Train)
+    eval: Eval = Field(default_factory=Eval)
+    logging: Logging = Field(default_factory=Logging)
+    seeds: Seeds = Field(default_factory=Seeds)
+
+    @field_validator("remedy", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        if v is None:
+            return []
+        return v if isinstance(v, list) else [v]
+
+
+def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
+    """The valid keys of the section that `loc` points into (for did-you-mean)."""
+    for part in loc[:-1]:
+        field = model.model_fields.get(str(part))
+        if field is None:
+            return []
+        ann = field.annotation
+        for cand in getattr(ann, "__args__", (ann,)):
+            if isinstance(cand, type) and issubclass(cand, BaseModel):
+                model = cand
+                break
+        else:
+            return []
+    return list(model.model_fields)
+
+
+def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
+    e = err.errors()[0]
+    key = prefix + ".".join(str(p) for p in e["loc"])
+    if e["type"] == "extra_forbidden":
+        leaf = str(e["loc"][-1])
+        return f"unknown key '{key}'{did_you_mean(leaf, _fields_at(model, e['loc']))}"
+    if e["type"] == "missing":
+        return f"missing key '{key}'"
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict) else f" (got {got!r})"
+    return f"bad value for '{key}': {e['msg'].lower()}{got_s}"
+
+
+def validate(raw: dict[str, Any]) -> Config:
+    if not isinstance(raw, dict):
+        raise UserError("config must be a YAML mapping of sections (data, model, train, ...)")
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, Config)) from None
+
+
+def read_yaml(path: str | Path) -> Any:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"config file not found: {p}")
+    try:
+        text = p.read_text()
+    except OSError as err:
+        raise UserError(f"cannot read config {p}: {err.strerror}") from None
+    try:
+        return yaml.safe_load(text) or {}
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "invalid YAML"
+        raise UserError(f"YAML syntax error in {p}{where}: {problem}") from None
+
+
+def apply_override(raw: dict[str, Any], item: str) -> None:
+    """Apply one `a.b.c=value` override in place; the value is parsed as YAML."""
+    if "=" not in item:
+        raise UserError(f"override '{item}' must look like key.path=value")
+    key, _, text = item.partition("=")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        raise UserError(f"override '{item}': value is not valid YAML") from None
+    parts = key.strip().split(".")
+    node = raw
+    for part in parts[:-1]:
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise UserError(f"override '{item}': '{part}' is not a section")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """YAML file (or nothing) + dotted overrides -> validated, resolved config as a plain dict."""
+    raw = read_yaml(path) if path is not None else {}
+    if not isinstance(raw, dict):
+        raise UserError(f"config {path} must be a YAML mapping of sections")
+    for item in overrides:
+        apply_override(raw, item)
+    return resolve(raw)
+
+
+def resolve(raw: dict[str, Any]) -> dict[str, Any]:
+    return validate(raw).model_dump(mode="json")
+
+
+def dump_yaml(cfg: dict[str, Any]) -> str:
+    return yaml.safe_dump(cfg, sort_keys=False, default_flow_style=None)

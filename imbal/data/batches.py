@@ -1,0 +1,84 @@
+"""Batches from tensors already on the device: index, normalise, augment — no DataLoader.
+
+A split lives as one uint8 tensor on the training device. An epoch is an index tensor (a
+permutation, or a sampler's draw); a batch is `images[idx]`, turned into normalised floats and
+augmented as a whole batch with an explicit generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import torch
+import torch.nn.functional as F
+
+
+class Normalizer:
+    """uint8 -> float, (x/255 - mean) / std per channel, statistics from the training split."""
+
+    def __init__(self, mean: list[float], std: list[float], device: torch.device):
+        self.mean = torch.tensor(mean, device=device).view(1, -1, 1, 1) * 255.0
+        self.inv_std = 1.0 / (torch.tensor(std, device=device).view(1, -1, 1, 1) * 255.0)
+
+    @classmethod
+    def fit(cls, images: torch.Tensor, device: torch.device) -> Normalizer:
+        x = images.float()
+        mean = x.mean(dim=(0, 2, 3)) / 255.0
+        std = (x.std(dim=(0, 2, 3)) / 255.0).clamp_min(1e-3)
+        return cls(mean.tolist(), std.tolist(), device)
+
+    def state(self) -> dict:
+        return {"mean": (self.mean.flatten() / 255.0).tolist(),
+                "std": (1.0 / self.inv_std.flatten() / 255.0).tolist()}
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return (images.float() - self.mean) * self.inv_std
+
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
+    """Per-image random crop of a zero-padded batch, as one gather (no Python loop over images)."""
+    n, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
+    rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
+    cols = (dx.view(n, 1) + torch.arange(w, device=x.device)).view(n, 1, 1, w)
+    batch = torch.arange(n, device=x.device).view(n, 1, 1, 1)
+    chan = torch.arange(c, device=x.device).view(1, c, 1, 1)
+    return padded[batch, chan, rows, cols]
+
+
+def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    flip = torch.rand(x.shape[0], device=x.device, generator=generator) < 0.5
+    return torch.where(flip.view(-1, 1, 1, 1), x.flip(3), x)
+
+
+class BatchAugment:
+    """Training-time augmentation applied to a whole normalised batch on its device."""
+
+    def __init__(self, crop_padding: int = 0, hflip: bool = False):
+        self.crop_padding = crop_padding
+        self.hflip = hflip
+
+    @property
+    def active(self) -> bool:
+        return self.crop_padding > 0 or self.hflip
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        if self.crop_padding > 0:
+            x = random_crop(x, self.crop_padding, generator)
+        if self.hflip:
+            x = random_hflip(x, generator)
+        return x
+
+
+def batch_slices(order: torch.Tensor, batch_size: int, drop_last: bool = False) -> Iterator[torch.Tensor]:
+    """Cut an epoch's index tensor into batches (views, no copies)."""
+    n = order.numel()
+    stop = n - n % batch_size if drop_last and n >= batch_size else n
+    for start in range(0, stop, batch_size):
+        yield order[start:start + batch_size]
+
+
+def num_batches(n: int, batch_size: int, drop_last: bool = False) -> int:
+    return n // batch_size if drop_last and n >= batch_size else -(-n // batch_size)

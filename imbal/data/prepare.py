@@ -1,0 +1,90 @@
+"""From a data config to the three splits a run uses: imbalance applied once, validation held out.
+
+Order: load source -> optional subset (smoke runs) -> imbalance on the training split ->
+stratified validation split taken from the imbalanced training set. Every random choice uses
+one generator seeded by the data seed, so which images are kept never depends on the training
+seed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+
+from imbal.data.imbalance import (
+    minority_classes,
+    stratified_split,
+    subsample,
+    subset_indices,
+    target_counts,
+)
+from imbal.data.sources import Split, load_source
+
+
+@dataclass
+class Prepared:
+    name: str
+    classes: list[str]
+    train: Split
+    val: Split
+    test: Split
+    removed: Split  # training images the imbalance removed (unlabelled use by pretext tasks)
+    minority: list[int]
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def channels(self) -> int:
+        return self.train.images.shape[1]
+
+    @property
+    def image_size(self) -> int:
+        return self.train.images.shape[-1]
+
+    def counts(self) -> dict:
+        def per_class(s: Split) -> list[int]:
+            return torch.bincount(s.targets, minlength=self.num_classes).tolist()
+
+        return {"classes": self.classes, "train": per_class(self.train), "val": per_class(self.val),
+                "test": per_class(self.test), "removed": per_class(self.removed),
+                "minority_classes": self.minority}
+
+
+def _take(split: Split, idx: torch.Tensor) -> Split:
+    return Split(images=split.images[idx], targets=split.targets[idx])
+
+
+def _bincount(targets: torch.Tensor, c: int) -> list[int]:
+    return torch.bincount(targets, minlength=c).tolist()
+
+
+def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | None = None) -> Prepared:
+    """`data` is the config's data section (a plain dict)."""
+    ds = load_source(data["source"], root=data["root"], download=data["download"],
+                     image_size=data["image_size"])
+    c = len(ds.classes)
+    gen = torch.Generator().manual_seed(data_seed)
+    train, test = ds.train, ds.test
+    sub = data["subset"]
+    if sub["per_class"] is not None or sub["total"] is not None:
+        train = _take(train, subset_indices(train.targets, per_class=sub["per_class"],
+                                            total=sub["total"], generator=gen))
+    if sub["test_per_class"] is not None:
+        test = _take(test, subset_indices(test.targets, per_class=sub["test_per_class"],
+                                          total=None, generator=gen))
+    imb = data["imbalance"]
+    params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
+    counts = target_counts(imb["kind"], _bincount(train.targets, c), **params)
+    kept = subsample(train.targets, counts, gen)
+    mask = torch.ones(train.targets.numel(), dtype=torch.bool)
+    mask[kept] = False
+    removed = _take(train, mask.nonzero().flatten())
+    train = _take(train, kept)
+    tr_idx, val_idx = stratified_split(train.targets, data["val_fraction"], gen)
+    minority = (sorted(minority_override) if minority_override is not None
+                else minority_classes(imb["kind"], params, counts))
+    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr_idx),
+                    val=_take(train, val_idx), test=test, removed=removed, minority=minority)

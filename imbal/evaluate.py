@@ -1,0 +1,33 @@
+"""`imbal eval RUN_DIR`: rebuild a run's data and model from its config, score a checkpoint."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from imbal.config import load_config
+from imbal.errors import UserError
+from imbal.fit import evaluate_split
+from imbal.runner import build_setup
+from imbal.runs import atomic_write_json, load_checkpoint
+
+
+def evaluate_run(run_dir: Path, *, which: str = "best", device: str | None = None) -> dict:
+    cfg_path = run_dir / "config.yaml"
+    if not cfg_path.is_file():
+        raise UserError(f"{run_dir} is not a run directory: no config.yaml")
+    overrides = [f"train.device={device}"] if device else []
+    cfg = load_config(cfg_path, overrides)
+    ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
+    setup = build_setup(cfg, quiet=True)
+    try:
+        setup.trainer.model.load_state_dict(ckpt["model"])
+    except RuntimeError as err:
+        raise UserError(f"checkpoint does not fit the run's model: {str(err).splitlines()[0]}") from None
+    metrics, _ = evaluate_split(setup, setup.data.test)
+    out = {"checkpoint": which, "epoch": ckpt.get("epoch", ckpt.get("cursor", {}).get("epoch")),
+           "test": metrics}
+    atomic_write_json(run_dir / f"eval_{which}.json", out)
+    print(json.dumps({k: metrics[k] for k in ("top1", "balanced_acc", "macro_f1",
+                                               "minority_acc", "majority_acc")}, indent=2))
+    return out

@@ -1,0 +1,66 @@
+"""Figures a run writes: the confusion matrix (PNG and TensorBoard) and the class-count chart."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confusion_figure(conf: np.ndarray, classes: list[str], title: str):
+    """Counts in each cell, rows coloured by row-normalised rate so small classes stay visible."""
+    plt = _pyplot()
+    c = len(classes)
+    rates = conf / np.maximum(conf.sum(axis=1, keepdims=True), 1)
+    size = max(4.0, 0.55 * c + 2)
+    fig, ax = plt.subplots(figsize=(size, size * 0.9))
+    im = ax.imshow(rates, cmap="Blues", vmin=0, vmax=1)
+    ax.set_xticks(range(c), classes, rotation=45, ha="right")
+    ax.set_yticks(range(c), classes)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(title)
+    if c <= 30:
+        for i in range(c):
+            for j in range(c):
+                ax.text(j, i, str(int(conf[i, j])), ha="center", va="center", fontsize=7,
+                        color="white" if rates[i, j] > 0.5 else "black")
+    fig.colorbar(im, ax=ax, fraction=0.046, pad=0.04, label="row rate")
+    fig.tight_layout()
+    return fig
+
+
+def save_confusion(conf: np.ndarray, classes: list[str], title: str, path: Path) -> None:
+    plt = _pyplot()
+    fig = confusion_figure(conf, classes, title)
+    tmp = path.with_name(f".{path.name}.tmp.png")
+    fig.savefig(tmp, dpi=120)
+    plt.close(fig)
+    tmp.replace(path)
+
+
+def save_counts(counts: dict, classes: list[str], path: Path) -> None:
+    """Grouped bars of per-class train/val/test counts (imbal data --plot)."""
+    plt = _pyplot()
+    x = np.arange(len(classes))
+    fig, ax = plt.subplots(figsize=(max(5.0, 0.6 * len(classes) + 2), 4))
+    splits = [s for s in ("train", "val", "test") if s in counts]
+    width = 0.8 / len(splits)
+    for k, split in enumerate(splits):
+        ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts[split], width, label=split)
+    ax.set_xticks(x, classes, rotation=45, ha="right")
+    ax.set_ylabel("images")
+    ax.set_title("per-class counts after imbalance")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)

@@ -1,0 +1,195 @@
+"""One run, one straight path: config -> data -> plan -> model -> (pretrain) -> fit -> results."""
+
+from __future__ import annotations
+
+import os
+import random
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from imbal.config import dump_yaml, validate
+from imbal.data.batches import BatchAugment, Normalizer
+from imbal.data.imbalance import IMBALANCES
+from imbal.data.prepare import Prepared, prepare_data
+from imbal.data.sources import SOURCES
+from imbal.engine import Trainer, amp_dtype_for
+from imbal.errors import UserError
+from imbal.metrics import Groups
+from imbal.models import MODELS, build_model
+from imbal.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from imbal.remedies import REMEDIES, build_plan
+from imbal.runs import (
+    EpochLog,
+    atomic_torch_save,
+    atomic_write_json,
+    atomic_write_text,
+    load_checkpoint,
+    prepare_run_dir,
+    provenance,
+)
+
+
+def say(msg: str, quiet: bool = False) -> None:
+    if not quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+def resolve_device(setting: str) -> torch.device:
+    if setting == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(setting)
+    except RuntimeError:
+        raise UserError(f"unknown device '{setting}'; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise UserError(f"device '{setting}' requested but CUDA is not available here")
+    if dev.type not in ("cpu", "cuda"):
+        raise UserError(f"device '{setting}' is not supported; use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+def check_names(cfg: dict) -> None:
+    """Refuse unknown component names before any data is read."""
+    SOURCES.get(cfg["data"]["source"])
+    IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
+    MODELS.get(cfg["model"]["backbone"])
+    OPTIMIZERS.get(cfg["train"]["optimizer"]["name"])
+    SCHEDULES.get(cfg["train"]["schedule"]["name"])
+    for item in cfg["remedy"]:
+        REMEDIES.get(item if isinstance(item, str) else dict(item).get("name", "<missing name>"))
+    if cfg["pretrain"] is not None:
+        from imbal.pretext import TASKS
+
+        TASKS.get(cfg["pretrain"]["task"])
+        OPTIMIZERS.get(cfg["pretrain"]["optimizer"]["name"])
+
+
+@dataclass
+class Setup:
+    """Everything built from the config before the first step."""
+
+    cfg: dict
+    data: Prepared
+    device: torch.device
+    trainer: Trainer
+    groups: Groups
+    log: EpochLog | None = None
+
+
+def seed_everything_local(seed: int) -> None:
+    """Layers without a generator argument (dropout) draw from torch's global RNG: seed it once
+    per run from the training seed so CPU runs repeat exactly. Data choices never use it."""
+    torch.manual_seed(seed)
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+
+
+def build_setup(cfg: dict, *, quiet: bool) -> Setup:
+    check_names(cfg)
+    tr, ev = cfg["train"], cfg["eval"]
+    device = resolve_device(tr["device"])
+    amp_dtype_for(tr["amp"], device)  # refuses float16 on the CPU before any work
+    if tr["threads"]:
+        torch.set_num_threads(tr["threads"])
+    if tr["deterministic"]:
+        if device.type == "cuda":
+            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+        torch.use_deterministic_algorithms(True, warn_only=True)
+    data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
+                        minority_override=ev["minority_classes"])
+    bad = [c for c in data.minority if not 0 <= c < data.num_classes]
+    if bad:
+        raise UserError(f"eval.minority_classes {bad} out of range for {data.num_classes} classes")
+    seed_everything_local(cfg["seeds"]["train"])
+    gen = torch.Generator(device=device).manual_seed(cfg["seeds"]["train"])
+    images = data.train.images.to(device)
+    targets = data.train.targets.to(device)
+    plan = build_plan(cfg["remedy"], images=images, targets=targets, num_classes=data.num_classes,
+                      minority_classes=data.minority, epochs=tr["epochs"], generator=gen)
+    model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
+                        num_classes=data.num_classes, image_size=data.image_size, head=plan.head,
+                        **cfg["model"]["params"]).to(device)
+    if tr["channels_last"]:
+        model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer.fit(data.train.images, device)
+    optimizer = build_optimizer(model.parameters(), tr["optimizer"])
+    trainer = Trainer(
+        model, plan, normalizer=normalizer, augment=BatchAugment(**cfg["data"]["augment"]),
+        optimizer=optimizer, scheduler=build_scheduler(optimizer, tr["schedule"], tr["epochs"]),
+        device=device, amp=tr["amp"], grad_clip=tr["grad_clip"], batch_size=tr["batch_size"],
+        eval_batch_size=ev["batch_size"], generator=gen, channels_last=tr["channels_last"],
+        freeze_backbone_epochs=cfg["model"]["freeze_backbone_epochs"],
+        log_every=cfg["logging"]["log_every"], progress=not quiet)
+    groups = Groups.make(plan.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
+    return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups)
+
+
+def format_counts(counts: dict) -> str:
+    width = max(len(c) for c in counts["classes"])
+    lines = [f"{'class':<{width}}  {'train':>7} {'val':>6} {'test':>6}"]
+    for i, c in enumerate(counts["classes"]):
+        mark = "  (minority)" if i in counts["minority_classes"] else ""
+        lines.append(f"{c:<{width}}  {counts['train'][i]:>7} {counts['val'][i]:>6} "
+                     f"{counts['test'][i]:>6}{mark}")
+    lines.append(f"{'total':<{width}}  {sum(counts['train']):>7} {sum(counts['val']):>6} "
+                 f"{sum(counts['test']):>6}")
+    return "\n".join(lines)
+
+
+def rng_states() -> dict:
+    """Global RNG states as plain data (tensors, lists, ints): loadable with weights_only."""
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(st: dict) -> None:
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if st.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
+def checkpoint(setup: Setup, path: Path) -> None:
+    atomic_torch_save(path, {"format": "imbal", **setup.trainer.state_dict(), "rng": rng_states()})
+
+
+def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, quiet: bool = True,
+          resume: bool = False) -> dict:
+    """Train one run into `out_dir` (default logging.out_dir/name) and return results.json."""
+    cfg = validate(cfg).model_dump(mode="json")
+    check_names(cfg)
+    run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
+    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    t_start = time.time()
+    setup = build_setup(cfg, quiet=quiet)
+    counts = setup.data.counts()
+    say(f"run {run_dir}  ({setup.data.name}, {cfg['model']['backbone']}, device {setup.device})", quiet)
+    say(format_counts(counts), quiet)
+    for line in setup.trainer.plan.describe:
+        say(f"remedy: {line}", quiet)
+    meta = {**provenance(setup.device), "run_dir": str(run_dir)}
+    if not resume:
+        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
+        atomic_write_json(run_dir / "counts.json", counts)
+    from imbal.fit import fit  # the epoch loop and the final evaluation
+
+    return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
+
+
+def resume_state(setup: Setup, run_dir: Path) -> None:
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    try:
+        setup.trainer.load_state_dict(ckpt)
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"checkpoint {run_dir}/checkpoints/last.pt does not match this config: "
+                        f"{str(err).splitlines()[0][:160]}") from None
+    set_rng_states(ckpt["rng"])

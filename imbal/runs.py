@@ -1,0 +1,176 @@
+"""The run directory: atomic writes, provenance, per-epoch logs, checkpoints that load as data."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from imbal.errors import UserError
+
+MARKERS = ("config.yaml", "results.json", "checkpoints")
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write to a temp file in the same directory, fsync, then rename over the target."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode())
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+
+
+def atomic_torch_save(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def load_checkpoint(path: Path) -> dict:
+    """Load a checkpoint as data only (weights_only=True); a bad file is a one-line UserError."""
+    if not path.is_file():
+        raise UserError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # truncated, corrupt, or a pickle that is not plain data
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot load checkpoint {path}: {first[:200]}") from None
+    if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != "imbal":
+        raise UserError(f"{path} is not an imbal checkpoint")
+    return ckpt
+
+
+def prepare_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Create (or reuse, when resuming) the run directory; refuse to mix two runs in one."""
+    if path.exists() and not path.is_dir():
+        raise UserError(f"output path exists and is not a directory: {path}")
+    holds_run = path.is_dir() and any((path / m).exists() for m in MARKERS)
+    if resume:
+        if not (path / "checkpoints" / "last.pt").is_file():
+            raise UserError(f"nothing to resume in {path}: no checkpoints/last.pt")
+        return path
+    if holds_run and not overwrite:
+        raise UserError(f"run directory {path} already holds a run; use --resume or --overwrite")
+    if holds_run:
+        for name in ("results.json", "metrics.jsonl", "confusion.csv", "confusion.png", "error.txt"):
+            (path / name).unlink(missing_ok=True)
+        for sub in ("checkpoints", "tb"):
+            _rmtree(path / sub)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / ".write-test"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise UserError(f"cannot write to output directory {path}: {err.strerror}") from None
+    return path
+
+
+def _rmtree(p: Path) -> None:
+    import shutil
+
+    if p.is_dir():
+        shutil.rmtree(p)
+
+
+def git_revision() -> str | None:
+    here = Path(__file__).resolve().parent
+    try:
+        rev = subprocess.run(["git", "rev-parse", "HEAD"], cwd=here, capture_output=True,
+                             text=True, timeout=5)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                               capture_output=True, text=True, timeout=5)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if rev.returncode != 0:
+        return None
+    return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
+def provenance(device: torch.device) -> dict:
+    import numpy
+    import torchvision
+
+    import imbal
+
+    return {
+        "git_revision": git_revision(),
+        "command": sys.argv,
+        "host": socket.gethostname(),
+        "platform": platform.platform(),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        "threads": torch.get_num_threads(),
+        "versions": {"python": platform.python_version(), "imbal": imbal.__version__,
+                     "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "numpy": numpy.__version__},
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }
+
+
+class EpochLog:
+    """metrics.jsonl (rewritten atomically, so a killed run never leaves half a line) + TensorBoard."""
+
+    def __init__(self, run_dir: Path, tensorboard: bool, history: list[dict] | None = None):
+        self.path = run_dir / "metrics.jsonl"
+        self.rows: list[dict] = list(history or [])
+        self.writer = None
+        if tensorboard:
+            from torch.utils.tensorboard import SummaryWriter  # slow import: only when asked
+
+            self.writer = SummaryWriter(str(run_dir / "tb"))
+
+    def add(self, row: dict, step: int) -> None:
+        self.rows.append(row)
+        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        if self.writer is not None:
+            self._scalars(row, step)
+
+    def _scalars(self, row: dict, step: int, prefix: str = "") -> None:
+        for key, value in row.items():
+            tag = f"{prefix}{key}"
+            if isinstance(value, dict):
+                self._scalars(value, step, tag + "/")
+            elif isinstance(value, list):
+                for i, v in enumerate(value):
+                    if isinstance(v, (int, float)):
+                        self.writer.add_scalar(f"{tag}/{i}", v, step)
+            elif isinstance(value, (int, float)) and key not in ("epoch",):
+                self.writer.add_scalar(tag, value, step)
+
+    def figure(self, tag: str, fig, step: int) -> None:
+        if self.writer is not None:
+            self.writer.add_figure(tag, fig, step)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
