@@ -1,0 +1,88 @@
+"""Config: defaults, overrides, and each refusal with its one-line message."""
+
+import pytest
+import yaml
+
+from imbal.config import apply_override, dump_yaml, load_config
+from imbal.errors import UserError
+
+
+def write(tmp_path, text, name="c.yaml"):
+    p = tmp_path / name
+    p.write_text(text)
+    return p
+
+
+def test_defaults_fill_every_section(tmp_path):
+    cfg = load_config(write(tmp_path, "data: {source: digits}\n"))
+    assert cfg["train"]["epochs"] == 10
+    assert cfg["data"]["val_fraction"] == 0.1
+    assert cfg["seeds"] == {"data": 0, "train": 0}
+    assert cfg["remedy"] == [] and cfg["pretrain"] is None
+
+
+def test_overrides_are_parsed_as_yaml(tmp_path):
+    cfg = load_config(write(tmp_path, "name: x\n"), [
+        "train.epochs=3", "data.imbalance.kind=step", "data.imbalance.keep=0.05",
+        "data.imbalance.classes=[1, 2]", "remedy=[{name: focal, gamma: 2}]", "train.grad_clip=null"])
+    assert cfg["train"]["epochs"] == 3
+    assert cfg["data"]["imbalance"]["keep"] == 0.05
+    assert cfg["data"]["imbalance"]["classes"] == [1, 2]
+    assert cfg["remedy"] == [{"name": "focal", "gamma": 2}]
+    assert cfg["train"]["grad_clip"] is None
+
+
+def test_resolved_config_round_trips(tmp_path):
+    cfg = load_config(write(tmp_path, "train: {epochs: 4}\n"), ["seeds.data=7"])
+    again = load_config(write(tmp_path, dump_yaml(cfg), "resolved.yaml"))
+    assert again == cfg
+
+
+def test_a_single_remedy_becomes_a_list(tmp_path):
+    assert load_config(write(tmp_path, "remedy: balanced_softmax\n"))["remedy"] == ["balanced_softmax"]
+
+
+@pytest.mark.parametrize("text,overrides,message", [
+    ("train: {epoch: 3}\n", [], "unknown key 'train.epoch' (did you mean 'epochs'?)"),
+    ("trian: {}\n", [], "unknown key 'trian' (did you mean 'train'?)"),
+    ("train: {epochs: ten}\n", [], "bad value for 'train.epochs'"),
+    ("train: {epochs: 0}\n", [], "bad value for 'train.epochs': input should be greater than or equal to 1"),
+    ("train: {batch_size: -5}\n", [], "bad value for 'train.batch_size'"),
+    ("data: {val_fraction: 1.5}\n", [], "bad value for 'data.val_fraction'"),
+    ("train: {amp: fp8}\n", [], "bad value for 'train.amp'"),
+    ("name: x\n", ["train.epochs"], "override 'train.epochs' must look like key.path=value"),
+    ("name: x\n", ["name.sub=1"], "'name' is not a section"),
+    ("- a\n- b\n", [], "must be a YAML mapping"),
+])
+def test_refusals(tmp_path, text, overrides, message):
+    with pytest.raises(UserError) as err:
+        load_config(write(tmp_path, text), overrides)
+    assert message in str(err.value)
+    assert "\n" not in str(err.value)
+
+
+def test_yaml_syntax_error_names_the_line(tmp_path):
+    p = write(tmp_path, "name: x\ntrain:\n  epochs: [1, 2\n  batch_size: 3\n")
+    with pytest.raises(UserError, match=r"YAML syntax error in .* at line \d+"):
+        load_config(p)
+
+
+def test_missing_config_file(tmp_path):
+    with pytest.raises(UserError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+
+
+def test_override_creates_sections():
+    raw = {}
+    apply_override(raw, "data.imbalance.ratio=100")
+    assert raw == {"data": {"imbalance": {"ratio": 100}}}
+
+
+def test_bundled_configs_validate():
+    from pathlib import Path
+
+    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
+    assert len(configs) >= 8
+    for path in configs:
+        cfg = load_config(path)
+        assert yaml.safe_load(dump_yaml(cfg)) == cfg, path
