@@ -1,0 +1,143 @@
+"""The remedy registry, parameter validation and the mutable context a plan is built in.
+
+A remedy is a class registered under its config name. Constructing it validates its
+parameters (pydantic, extra="forbid") and turns every mistake into a one-line UserError.
+`slots()` names the parts of the plan it sets (the composition rule in plan.py refuses two
+remedies that set the same slot); `apply(ctx)` writes its part into the PlanContext and
+returns its line for the log.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from imbal.errors import UserError
+from imbal.registry import Registry, did_you_mean
+
+REMEDIES = Registry("remedy")
+
+# Slot -> what two remedies in it would both do (used in the refusal message).
+SLOTS = {
+    "logits": "both adjust the logits (at most one of balanced_softmax, logit_adjust, ldam)",
+    "weights": "both weight the loss (at most one of class_weights, batch_inverse, "
+    "focal with alpha, ldam with drw_epoch)",
+    "targets": "both change the target distribution (at most one label_smoothing)",
+    "modulator": "both modulate the per-sample loss (at most one focal)",
+    "sampling": "both resample the training set (at most one of oversample, copy, undersample)",
+}
+
+# Which classes a remedy acts on: null/"all", "minority" (the run's minority classes), or ids.
+ClassSet = Literal["all", "minority"] | list[int] | None
+CLASS_SET_TEXT = "'all', 'minority' or a list of class ids"
+
+
+class Params(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+def _format_error(
+    remedy: str, model: type[BaseModel], err: dict[str, Any], params: dict[str, Any]
+) -> str:
+    loc = err.get("loc", ())
+    fields = list(model.model_fields)
+    if err["type"] == "extra_forbidden":
+        key = str(loc[0])
+        hint = did_you_mean(key, fields) or f"; valid: {', '.join(fields) or 'none'}"
+        return f"remedy '{remedy}': unknown parameter '{key}'{hint}"
+    if not loc:  # a model-level check
+        return f"remedy '{remedy}': {err['msg'].removeprefix('Value error, ')}"
+    name = str(loc[0])
+    info = model.model_fields.get(name)
+    got = params.get(name)
+    if info is not None and info.description:
+        # Say what the whole field accepts: pydantic's own message would name one union branch
+        # or one list item.
+        return f"remedy '{remedy}': parameter '{name}' must be {info.description} (got {got!r})"
+    return f"remedy '{remedy}': parameter '{name}': {err['msg']} (got {got!r})"
+
+
+def parse_params(remedy: str, model: type[BaseModel], params: dict[str, Any]) -> BaseModel:
+    try:
+        return model.model_validate(params)
+    except ValidationError as e:
+        raise UserError(_format_error(remedy, model, e.errors()[0], params)) from None
+
+
+@dataclass
+class PlanContext:
+    """What remedies read (data, counts, run facts) and write (loss slots, sampler, hooks)."""
+
+    images: torch.Tensor
+    targets: torch.Tensor
+    num_classes: int
+    minority_classes: list[int]
+    epochs: int
+    generator: torch.Generator
+    counts: list[int] = field(default_factory=list)
+    loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    # fn(loss, epoch): bound to the built loss and handed to the trainer as hook(epoch).
+    loss_hooks: list[Callable[[Any, int], None]] = field(default_factory=list)
+    sampler: Any = None
+    eval_logit_offset: torch.Tensor | None = None
+    head: str = "linear"
+
+    @property
+    def device(self) -> torch.device:
+        return self.targets.device
+
+    def counts_tensor(self) -> torch.Tensor:
+        return torch.tensor(self.counts, dtype=torch.long, device=self.device)
+
+    def resolve_classes(self, remedy: str, value: Any) -> list[int]:
+        if value is None or value == "all":
+            return list(range(self.num_classes))
+        if value == "minority":
+            return sorted(self.minority_classes)
+        bad = [c for c in value if not 0 <= c < self.num_classes]
+        if bad:
+            raise UserError(
+                f"remedy '{remedy}': classes {bad} out of range for {self.num_classes} classes"
+            )
+        if len(set(value)) != len(value):
+            raise UserError(f"remedy '{remedy}': classes {value} contain a duplicate")
+        return sorted(value)
+
+    def class_mask(self, classes: list[int]) -> torch.Tensor:
+        mask = torch.zeros(self.num_classes, dtype=torch.bool, device=self.device)
+        mask[classes] = True
+        return mask
+
+
+class Remedy:
+    """Base class; subclasses set `name` (by @remedy), `Params`, and maybe `dataset_stage`."""
+
+    name: ClassVar[str] = ""
+    Params: ClassVar[type[BaseModel]] = Params
+    # Dataset-stage remedies change images/targets and run before all others, so every loss
+    # remedy sees the counts of the data set that is actually trained on.
+    dataset_stage: ClassVar[bool] = False
+
+    def __init__(self, **params: Any):
+        self.p: Any = parse_params(self.name, self.Params, params)
+
+    def slots(self) -> set[str]:
+        raise NotImplementedError
+
+    def apply(self, ctx: PlanContext) -> str:
+        raise NotImplementedError
+
+
+def remedy(name: str) -> Callable[[type[Remedy]], type[Remedy]]:
+    """Class decorator: register a Remedy subclass under its config name."""
+
+    def deco(cls: type[Remedy]) -> type[Remedy]:
+        cls.name = name
+        REMEDIES.register(name)(cls)
+        return cls
+
+    return deco

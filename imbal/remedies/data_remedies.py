@@ -1,0 +1,121 @@
+"""Sampling remedies: per-epoch class-aware resampling, and copy / undersample of the data set."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from pydantic import Field
+
+from imbal.errors import UserError
+from imbal.remedies.base import CLASS_SET_TEXT, ClassSet, Params, PlanContext, Remedy, remedy
+from imbal.remedies.samplers import ClassSampler, class_probabilities
+from imbal.remedies.transforms import (
+    Strength,
+    class_counts,
+    copy_indices,
+    transform_copies,
+    undersample_indices,
+)
+
+
+class OversampleParams(Params):
+    mode: Literal["balanced", "sqrt"] = Field("balanced", description="'balanced' or 'sqrt'")
+    epoch_size: int | None = Field(
+        None, ge=1, description="null (the training set size) or an integer >= 1"
+    )
+
+
+@remedy("oversample")
+class Oversample(Remedy):
+    """Each epoch draws epoch_size indices with replacement: a class (uniform over non-empty
+    classes, or proportional to sqrt(N_j)), then a uniformly random image of it."""
+
+    Params = OversampleParams
+
+    def slots(self) -> set[str]:
+        return {"sampling"}
+
+    def apply(self, ctx: PlanContext) -> str:
+        probs = class_probabilities(torch.tensor(ctx.counts), self.p.mode)
+        size = self.p.epoch_size or ctx.targets.numel()
+        ctx.sampler = ClassSampler(ctx.targets, probs, size)
+        return f"oversample: {self.p.mode}, {ctx.sampler.describe()}"
+
+
+CopyTransform = Literal["hflip", "vflip", "brightness", "contrast"]
+
+
+class CopyParams(Params):
+    k: int | Literal["balance"] = Field(
+        "balance", description="an integer >= 1 (extra copies per image) or 'balance'"
+    )
+    classes: ClassSet = Field("minority", description=CLASS_SET_TEXT)
+    transforms: list[CopyTransform] = Field(
+        default_factory=list,
+        description="a list from 'hflip', 'vflip', 'brightness', 'contrast'",
+    )
+    flip_p: float = Field(0.5, ge=0, le=1, description="a probability in [0, 1]")
+    brightness: float = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
+    contrast: float = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
+
+
+@remedy("copy")
+class Copy(Remedy):
+    """S2 "copy" / "aug": append copies of the images of `classes` (k extra copies each, or up
+    to the largest class), each copy passed through `transforms` in order with its own random
+    flip (probability flip_p) and factors (uniform in [1 - b, 1 + b])."""
+
+    Params = CopyParams
+    dataset_stage = True
+
+    def slots(self) -> set[str]:
+        return {"sampling"}
+
+    def apply(self, ctx: PlanContext) -> str:
+        p = self.p
+        if isinstance(p.k, int) and p.k < 1:
+            raise UserError(f"remedy 'copy': parameter 'k' must be >= 1 or 'balance' (got {p.k})")
+        classes = ctx.resolve_classes(self.name, p.classes)
+        src = copy_indices(ctx.targets, ctx.num_classes, classes, p.k, ctx.generator)
+        strength = Strength(p.flip_p, p.brightness, p.contrast)
+        copies = transform_copies(ctx.images[src], p.transforms, strength, ctx.generator)
+        before = ctx.counts
+        ctx.images = torch.cat([ctx.images, copies])
+        ctx.targets = torch.cat([ctx.targets, ctx.targets[src]])
+        ctx.counts = class_counts(ctx.targets, ctx.num_classes)
+        how = "to balance" if p.k == "balance" else f"{p.k} extra copies per image"
+        tf = f", transforms {p.transforms}" if p.transforms else ""
+        return f"copy: classes {classes} {how}{tf}; counts {before} -> {ctx.counts}"
+
+
+class UndersampleParams(Params):
+    target: int | Literal["min"] = Field(
+        "min", description="an integer >= 1 or 'min' (the smallest non-empty class)"
+    )
+
+
+@remedy("undersample")
+class Undersample(Remedy):
+    """Cut every class larger than `target` to `target` randomly chosen images."""
+
+    Params = UndersampleParams
+    dataset_stage = True
+
+    def slots(self) -> set[str]:
+        return {"sampling"}
+
+    def apply(self, ctx: PlanContext) -> str:
+        target = self.p.target
+        if target == "min":
+            target = min(n for n in ctx.counts if n > 0)
+        elif target < 1:
+            raise UserError(
+                f"remedy 'undersample': parameter 'target' must be >= 1 or 'min' (got {target})"
+            )
+        keep = undersample_indices(ctx.targets, ctx.num_classes, target, ctx.generator)
+        before = ctx.counts
+        ctx.images = ctx.images[keep]
+        ctx.targets = ctx.targets[keep]
+        ctx.counts = class_counts(ctx.targets, ctx.num_classes)
+        return f"undersample: classes cut to {target}; counts {before} -> {ctx.counts}"

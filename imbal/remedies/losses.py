@@ -1,0 +1,164 @@
+"""One cross-entropy family that every loss remedy is a setting of.
+
+For a batch of logits z (N×C) and targets y:
+
+    z'   = s * (z - m_y e_y)                  LDAM: margin at the target, then scale (else z' = z)
+    z''  = z' + b                             b = log N_j (balanced softmax) or tau log prior
+                                              (logit adjustment, loss form); else 0
+    logp = log_softmax(z'')
+    l_i  = -sum_k q_ik logp_ik                q one-hot, or S1 label smoothing for the samples
+                                              whose class is in the chosen set:
+                                              q_target = 1 - eps, q_other = eps / K
+    l_i *= (1 - p_t)^gamma                    focal modulation, p_t = exp(logp_i,y_i)
+    loss = sum_i w_i l_i / sum_i w_i          "weighted_mean" (torch's F.cross_entropy(weight=))
+        or mean_i w_i l_i                     "mean" (Keras/TF style: the weights' scale matters)
+        or mean_i l_i                         no weights
+
+with w_i = class_weight[y_i] (static or switched on by an epoch hook: LDAM-DRW) or the S1
+batch-inverse weight of y_i in this batch. Each remedy sets one slot; plan.py says which
+slots may be combined. Everything is computed in float32 whatever the logits' dtype.
+
+S1's smoothing is taken literally: q_target = 1 - eps and eps/K on each of the other K-1
+classes, so a smoothed row sums to 1 - eps/K (torch's label_smoothing puts 1 - eps + eps/K on
+the target instead, making the row sum to 1).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from imbal.remedies.weights import batch_inverse_weights
+
+# 1 - p_t is clamped here before the focal power: (1 - p)^gamma has an infinite derivative at
+# p = 1 when gamma < 1, and p_t rounds to exactly 1 for confident float32 predictions.
+_FOCAL_FLOOR = 1e-12
+
+REDUCTIONS = ("weighted_mean", "mean")
+
+
+class ComposedLoss(nn.Module):
+    """The composed loss. Slots left at their defaults give plain cross-entropy.
+
+    Mutable per-epoch state (set by epoch hooks, never per step): `gamma`, `weights_on`.
+    """
+
+    def __init__(
+        self,
+        num_classes: int,
+        *,
+        offset: torch.Tensor | None = None,
+        margins: torch.Tensor | None = None,
+        scale: float = 1.0,
+        smooth_eps: float = 0.0,
+        smooth_classes: torch.Tensor | None = None,
+        gamma: float = 0.0,
+        class_weight: torch.Tensor | None = None,
+        weights_on: bool = True,
+        batch_inverse: bool = False,
+        reduction: str = "weighted_mean",
+    ):
+        super().__init__()
+        if reduction not in REDUCTIONS:
+            raise ValueError(f"unknown reduction {reduction!r}")
+        if batch_inverse and class_weight is not None:
+            raise ValueError("batch_inverse and class_weight both given")
+        self.num_classes = num_classes
+        self.register_buffer("offset", offset)
+        self.register_buffer("margins", margins)
+        self.scale = float(scale)
+        self.smooth_eps = float(smooth_eps)
+        # Boolean mask over classes: which classes' samples are smoothed.
+        self.register_buffer("smooth_classes", smooth_classes)
+        self.gamma = float(gamma)
+        self.register_buffer("class_weight", class_weight)
+        self.weights_on = weights_on
+        self.batch_inverse = batch_inverse
+        self.reduction = reduction
+
+    def adjusted_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """z'' of the module docstring: margin, scale and offset applied (float32)."""
+        z = logits.float()
+        if self.margins is not None:
+            m = self.margins[targets].unsqueeze(1)
+            at_target = torch.zeros_like(z).scatter_(1, targets.unsqueeze(1), 1.0)
+            z = z - m * at_target
+        if self.scale != 1.0:
+            z = z * self.scale
+        if self.offset is not None:
+            z = z + self.offset
+        return z
+
+    def per_sample(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """l_i before weighting and reduction."""
+        logp = F.log_softmax(self.adjusted_logits(logits, targets), dim=1)
+        logp_t = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
+        loss = -logp_t
+        if self.smooth_eps > 0 and self.smooth_classes is not None:
+            eps, k = self.smooth_eps, self.num_classes
+            smoothed = self.smooth_classes[targets].to(logp.dtype)
+            # -(1-eps) logp_t - eps/K * sum_{k != t} logp_k, written as a correction to -logp_t.
+            other = logp.sum(dim=1) - logp_t
+            loss = loss + smoothed * (eps * logp_t - (eps / k) * other)
+        if self.gamma != 0.0:
+            one_minus_p = (-torch.expm1(logp_t)).clamp_min(_FOCAL_FLOOR)
+            loss = loss * one_minus_p.pow(self.gamma)
+        return loss
+
+    def sample_weights(self, targets: torch.Tensor) -> torch.Tensor | None:
+        if self.batch_inverse:
+            return batch_inverse_weights(targets, self.num_classes)[targets]
+        if self.class_weight is not None and self.weights_on:
+            return self.class_weight[targets]
+        return None
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        loss = self.per_sample(logits, targets)
+        w = self.sample_weights(targets)
+        if w is None:
+            return loss.mean()
+        if self.reduction == "weighted_mean":
+            return (w * loss).sum() / w.sum()
+        return (w * loss).mean()
+
+    def extra_repr(self) -> str:
+        parts = [f"num_classes={self.num_classes}"]
+        if self.offset is not None:
+            parts.append("offset")
+        if self.margins is not None:
+            parts.append(f"margins, scale={self.scale}")
+        if self.smooth_eps > 0:
+            parts.append(f"smooth_eps={self.smooth_eps}")
+        if self.gamma != 0.0:
+            parts.append(f"gamma={self.gamma}")
+        if self.batch_inverse:
+            parts.append("batch_inverse")
+        if self.class_weight is not None:
+            parts.append(f"class_weight(on={self.weights_on})")
+        if self.batch_inverse or self.class_weight is not None:
+            parts.append(f"reduction={self.reduction}")
+        return ", ".join(parts)
+
+
+def schedule_value(values: list[float], epoch: int, epochs: int) -> float:
+    """Value of a list schedule at a 0-based epoch: L values spread evenly over E epochs.
+
+    index = round(epoch * (L - 1) / (E - 1)) (halves round up), so the first epoch takes the
+    first value and the last epoch the last one; with L == E it is values[epoch]. Epochs past
+    the end keep the last value. Integer arithmetic: no float rounding surprises.
+    """
+    n = len(values)
+    if epochs <= 1 or n == 1:
+        return float(values[0])
+    e = min(max(epoch, 0), epochs - 1)
+    index = (2 * e * (n - 1) + (epochs - 1)) // (2 * (epochs - 1))
+    return float(values[index])
+
+
+def linear_value(start: float, end: float, epoch: int, epochs: int) -> float:
+    """start at epoch 0, end at the last epoch (epochs - 1), linear in between."""
+    if epochs <= 1:
+        return float(start)
+    t = min(max(epoch, 0), epochs - 1) / (epochs - 1)
+    return float(start + (end - start) * t)

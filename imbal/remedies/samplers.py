@@ -1,0 +1,68 @@
+"""Class-aware resampling: one index tensor per epoch, drawn on the device.
+
+An epoch's indices are drawn in two vectorised steps: a class for every slot (inverse CDF of
+the class probabilities), then a uniformly random image of that class (a random integer modulo
+the class size, read through the training set's indices sorted by class). No Python loop over
+samples, no WeightedRandomSampler (one Python int per sample, at most 2^24 categories).
+"""
+
+from __future__ import annotations
+
+import torch
+
+SAMPLER_MODES = ("balanced", "sqrt")
+
+
+def class_probabilities(counts: torch.Tensor, mode: str) -> torch.Tensor:
+    """Probability of drawing each class: balanced -> uniform over non-empty classes;
+    sqrt -> proportional to sqrt(N_j). Empty classes get 0 (they have no image to draw)."""
+    n = counts.to(torch.float64)
+    if mode == "balanced":
+        p = (n > 0).to(torch.float64)
+    elif mode == "sqrt":
+        p = n.sqrt()
+    else:
+        raise ValueError(f"unknown sampler mode {mode!r}")
+    return p / p.sum()
+
+
+class ClassSampler:
+    """Draws `epoch_size` indices per epoch, with replacement, class j with probability p_j.
+
+    Lives on the targets' device. The generator handed to `epoch_indices` may be on that device
+    or on the CPU; the draws are made where the generator is and moved to the targets' device.
+    """
+
+    def __init__(self, targets: torch.Tensor, probs: torch.Tensor, epoch_size: int):
+        num_classes = probs.numel()
+        device = targets.device
+        self.device = device
+        self.epoch_size = int(epoch_size)
+        self.class_probs = probs.detach().cpu().to(torch.float64)  # CPU: no float64 on MPS
+        # Position of each image in the training set, grouped by class (stable: reproducible).
+        self.by_class = torch.sort(targets, stable=True).indices
+        counts = torch.zeros(num_classes, dtype=torch.long, device=device)
+        counts.scatter_add_(0, targets, torch.ones_like(targets))
+        self.counts = counts
+        self.starts = torch.cumsum(counts, 0) - counts
+        cdf = torch.cumsum(self.class_probs, 0).to(torch.float32)
+        cdf[-1] = 2.0  # u < 1 always lands on a class despite rounding in the sum
+        self.cdf = cdf.to(device)
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        """Indices into the training set for one epoch (`epoch` is unused: every epoch is an
+        independent draw; the generator's state makes it reproducible)."""
+        gdev = generator.device
+        u = torch.rand(self.epoch_size, generator=generator, device=gdev).to(self.device)
+        # right=True: the first class whose CDF exceeds u; empty classes (equal CDF) never win.
+        cls = torch.searchsorted(self.cdf, u, right=True)
+        r = torch.randint(0, 2**62, (self.epoch_size,), generator=generator, device=gdev)
+        pos = self.starts[cls] + r.to(self.device) % self.counts[cls].clamp_min(1)
+        return self.by_class[pos]
+
+    def describe(self) -> str:
+        probs = ", ".join(f"{p:.3f}" for p in self.class_probs.tolist())
+        return f"{self.epoch_size} draws per epoch, class probabilities [{probs}]"
