@@ -64,23 +64,23 @@ class Model(Section):
 
 class Optimizer(Section):
     name: str = Field("sgd", description="sgd | adam | adamw")
-    lr: float = Field(0.01, gt=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
-    nesterov: bool = False
-    weight_decay: float = Field(0.0, ge=0)
+    lr: float = Field(0.01, gt=0, description="base learning rate")
+    momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
+    nesterov: bool = Field(False, description="sgd Nesterov momentum")
+    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
 
 
 class Schedule(Section):
     name: str = Field("none", description="none | cosine | multistep")
     t_max: int | None = Field(None, ge=1, description="cosine: period in epochs (default: the run's epochs)")
     milestones: list[int] = Field(default_factory=list, description="multistep: epochs where lr *= gamma")
-    gamma: float = Field(0.1, gt=0)
+    gamma: float = Field(0.1, gt=0, description="multistep: lr factor at each milestone")
     warmup_epochs: int = Field(0, ge=0, description="linear warmup from lr/warmup to lr")
 
 
 class Train(Section):
-    epochs: int = Field(10, ge=1)
-    batch_size: int = Field(128, ge=1)
+    epochs: int = Field(10, ge=1, description="training epochs")
+    batch_size: int = Field(128, ge=1, description="training batch size")
     optimizer: Optimizer = Field(default_factory=Optimizer)
     schedule: Schedule = Field(default_factory=Schedule)
     grad_clip: float | None = Field(None, gt=0, description="clip gradient norm to this value")
@@ -94,7 +94,7 @@ class Train(Section):
 
 
 class Eval(Section):
-    batch_size: int = Field(1024, ge=1)
+    batch_size: int = Field(1024, ge=1, description="evaluation batch size")
     select: Literal["balanced_acc", "top1"] = Field(
         "balanced_acc", description="validation metric that picks best.pt")
     minority_classes: list[int] | None = Field(None, description="default: from the imbalance")
@@ -104,7 +104,7 @@ class Eval(Section):
 
 class Logging(Section):
     out_dir: str = Field("runs", description="parent of run directories")
-    tensorboard: bool = True
+    tensorboard: bool = Field(True, description="write TensorBoard logs to RUN/tb")
     progress: bool = Field(True, description="tqdm progress bar")
     log_every: int = Field(50, ge=1, description="steps between progress-bar loss updates")
 
@@ -116,7 +116,7 @@ class Seeds(Section):
 
 class Pretrain(Section):
     task: str = Field(description="rotation | jigsaw")
-    epochs: int = Field(5, ge=1)
+    epochs: int = Field(5, ge=1, description="pretext-task epochs")
     batch_size: int | None = Field(None, ge=1, description="default: train.batch_size")
     optimizer: Optimizer = Field(default_factory=lambda: Optimizer(name="adam", lr=1e-3))
     params: dict[str, Any] = Field(default_factory=dict, description="task options")

@@ -91,8 +91,10 @@ class Trainer:
                  amp: str = "auto", grad_clip: float | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, generator: torch.Generator,
                  channels_last: bool = False, freeze_backbone_epochs: int = 0,
-                 log_every: int = 50, progress: bool = True):
+                 log_every: int = 50, progress: bool = True, compile: bool = False):
         self.model, self.plan = model, plan
+        # Compiled forward for the arithmetic; state (checkpoints) always from the plain module.
+        self.forward = torch.compile(model) if compile else model
         self.normalizer, self.augment = normalizer, augment
         self.optimizer, self.scheduler = optimizer, scheduler
         self.device, self.generator = device, generator
@@ -136,7 +138,7 @@ class Trainer:
         x = self.prepare(self.images[idx], train=True)
         y = self.targets[idx]
         with self.autocast():
-            logits = self.model(x)
+            logits = self.forward(x)
         loss = self.plan.loss(logits.float(), y)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(loss).backward()
@@ -205,7 +207,7 @@ class Trainer:
         for start in range(0, targets.numel(), self.eval_batch_size):
             x = self.prepare(images[start:start + self.eval_batch_size], train=False)
             with self.autocast():
-                logits = self.model(x).float()
+                logits = self.forward(x).float()
             if offset is not None:
                 logits = logits + offset
             y = targets[start:start + self.eval_batch_size].to(self.device, non_blocking=True)

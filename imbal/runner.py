@@ -124,13 +124,13 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
         device=device, amp=tr["amp"], grad_clip=tr["grad_clip"], batch_size=tr["batch_size"],
         eval_batch_size=ev["batch_size"], generator=gen, channels_last=tr["channels_last"],
         freeze_backbone_epochs=cfg["model"]["freeze_backbone_epochs"],
-        log_every=cfg["logging"]["log_every"], progress=not quiet)
+        log_every=cfg["logging"]["log_every"], progress=not quiet, compile=tr["compile"])
     groups = Groups.make(plan.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups)
 
 
 def format_counts(counts: dict) -> str:
-    width = max(len(c) for c in counts["classes"])
+    width = max(len("class"), *(len(c) for c in counts["classes"]))
     lines = [f"{'class':<{width}}  {'train':>7} {'val':>6} {'test':>6}"]
     for i, c in enumerate(counts["classes"]):
         mark = "  (minority)" if i in counts["minority_classes"] else ""
@@ -167,6 +167,7 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     """Train one run into `out_dir` (default logging.out_dir/name) and return results.json."""
     cfg = validate(cfg).model_dump(mode="json")
     check_names(cfg)
+    quiet = quiet or not cfg["logging"]["progress"]
     run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
     prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
     t_start = time.time()

@@ -1,0 +1,38 @@
+"""The config reference in the README is generated from the schema, so it cannot drift."""
+
+from __future__ import annotations
+
+import json
+import sys
+
+from pydantic import BaseModel
+
+from imbal.config import Config
+
+
+def _section(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None) -> list[str]:
+    rows = []
+    for name, field in model.model_fields.items():
+        key = f"{prefix}{name}"
+        ann = field.annotation
+        sub = next((a for a in getattr(ann, "__args__", (ann,))
+                    if isinstance(a, type) and issubclass(a, BaseModel)), None)
+        value = None if field.is_required() else (
+            getattr(defaults, name) if defaults is not None else field.get_default(call_default_factory=True))
+        if sub is not None and value is None and not field.is_required():
+            rows.append(f"| `{key}` | `null` | optional section, keys below |")
+        if sub is not None:
+            rows += _section(sub, key + ".", value if isinstance(value, BaseModel) else None)
+            continue
+        default = "required" if field.is_required() else json.dumps(value)
+        text = (field.description or "").replace("|", "\\|")
+        rows.append(f"| `{key}` | `{default}` | {text} |")
+    return rows
+
+
+def config_reference() -> str:
+    return "\n".join(["| key | default | meaning |", "|---|---|---|", *_section(Config, "")]) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(config_reference())

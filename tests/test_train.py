@@ -1,0 +1,88 @@
+"""End to end on CPU: a short run must beat chance by far and leave a complete run directory."""
+
+import json
+
+import pytest
+import yaml
+
+from imbal.cli import main
+from imbal.config import load_config
+from imbal.runner import train
+
+FAST = ["data.source=digits", "model.backbone=lenet", "model.params={activation: relu}",
+        "train.optimizer={name: adam, lr: 0.003}", "train.batch_size=64", "logging.progress=false"]
+
+
+def run(tmp_path, extra=(), name="r"):
+    cfg = load_config(None, [*FAST, *extra])
+    return train(cfg, out_dir=str(tmp_path / name), quiet=True), tmp_path / name
+
+
+def test_short_run_beats_chance_and_writes_everything(tmp_path):
+    res, d = run(tmp_path, ["train.epochs=6", "data.imbalance={kind: step, keep: 0.3}"])
+    assert res["complete"] and res["test"]["top1"] > 70  # chance is 10%
+    for f in ("config.yaml", "meta.json", "counts.json", "metrics.jsonl", "results.json",
+              "confusion.csv", "confusion.png", "checkpoints/last.pt", "checkpoints/best.pt"):
+        assert (d / f).is_file() and (d / f).stat().st_size > 0, f
+    assert any((d / "tb").iterdir())
+    rows = [json.loads(line) for line in (d / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in rows] == [1, 2, 3, 4, 5, 6]
+    counts = json.loads((d / "counts.json").read_text())
+    assert res["minority_classes"] == [0, 1, 2, 3, 4] and res["majority_classes"] == [5, 6, 7, 8, 9]
+    assert sum(counts["test"]) == res["test"]["n"]
+    conf = (d / "confusion.csv").read_text().splitlines()
+    assert len(conf) == 11 and sum(int(v) for row in conf[1:] for v in row.split(",")[1:]) == res["test"]["n"]
+    # best.pt was chosen on validation: its epoch has the highest validation balanced accuracy
+    best = max(rows, key=lambda r: r["val"]["balanced_acc"])
+    assert res["best_epoch"] == best["epoch"]
+    meta = json.loads((d / "meta.json").read_text())
+    assert meta["status"] == "complete" and "torch" in meta["versions"]
+
+
+def test_resolved_config_reproduces_the_run(tmp_path):
+    res1, d = run(tmp_path, ["train.epochs=2"], "a")
+    cfg = load_config(d / "config.yaml")
+    res2 = train(cfg, out_dir=str(tmp_path / "b"), quiet=True)
+    for key in ("top1", "balanced_acc", "per_class_acc"):
+        assert res1["test"][key] == res2["test"][key]
+
+
+def test_no_validation_split_selects_last_epoch(tmp_path):
+    res, _ = run(tmp_path, ["train.epochs=2", "data.val_fraction=0"])
+    assert res["best_epoch"] == 2 and res["val"] is None
+    assert res["test"] == res["test_last"]
+
+
+def test_cli_train_and_eval(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text(yaml.safe_dump({"name": "cli"}))
+    sets = [a for s in [*FAST, "train.epochs=1"] for a in ("--set", s)]
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", *sets]) == 0
+    assert main(["eval", str(tmp_path / "run")]) == 0
+    out = json.loads((tmp_path / "run" / "eval_best.json").read_text())
+    res = json.loads((tmp_path / "run" / "results.json").read_text())
+    assert out["test"]["top1"] == res["test"]["top1"]
+    # the same directory again is refused without --overwrite
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", *sets]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    assert main(["train", str(cfg), "--out", str(tmp_path / "run"), "--quiet", "--overwrite", *sets]) == 0
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["model.backbone=lenett"], "unknown backbone 'lenett' (did you mean 'lenet'?); valid:"),
+    (["data.source=imagenet"], "unknown dataset 'imagenet'"),
+    (["train.optimizer.name=rmsprop"], "unknown optimizer 'rmsprop'; valid: adam, adamw, sgd"),
+    (["train.schedule.name=step"], "unknown schedule 'step'"),
+    (["remedy=[nonsense]"], "unknown remedy 'nonsense'"),
+    (["train.amp=float16", "train.device=cpu"], "float16 needs CUDA"),
+    (["eval.minority_classes=[12]"], "out of range"),
+])
+def test_cli_refusals_are_one_line(tmp_path, capsys, sets, message):
+    args = ["train", "--out", str(tmp_path / "x"), "--quiet"]
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: refused\n")
+    code = main([args[0], str(cfg), *args[1:], *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+    assert not (tmp_path / "x" / "results.json").exists()
