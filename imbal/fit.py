@@ -7,6 +7,7 @@ that checkpoint and of the last epoch.
 
 from __future__ import annotations
 
+import json
 import time
 from pathlib import Path
 
@@ -24,6 +25,13 @@ from imbal.runs import (
     atomic_write_text,
     load_checkpoint,
 )
+
+
+def read_rows(run_dir: Path) -> list[dict]:
+    path = run_dir / "metrics.jsonl"
+    if not path.is_file():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
 def _progress(epoch: int, epochs: int, quiet: bool):
@@ -74,19 +82,21 @@ def _epoch(setup: Setup, epoch: int, ckpt_dir: Path, log: EpochLog, quiet: bool)
 def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t_start: float) -> dict:
     cfg, tr = setup.cfg, setup.trainer
     ckpt_dir = run_dir / "checkpoints"
+    pretrain_rows = []
     if resume:
         resume_state(setup, run_dir)
+        pretrain_rows = [r for r in read_rows(run_dir) if r.get("stage") == "pretrain"]
         say(f"resuming at epoch {tr.cursor.epoch + 1}, step {tr.cursor.step}", quiet)
-    elif cfg["pretrain"] is not None:
+    log = EpochLog(run_dir, cfg["logging"]["tensorboard"], history=pretrain_rows + tr.cursor.history)
+    if not resume and cfg["pretrain"] is not None:
         from imbal.pretext import run_pretrain
 
-        run_pretrain(setup, run_dir=run_dir, quiet=quiet)
+        run_pretrain(setup, run_dir=run_dir, log=log, quiet=quiet)
     if cfg["model"]["init_from"] and not resume:
         from imbal.pretext import load_backbone
 
         for line in load_backbone(tr.model, cfg["model"]["init_from"]):
             say(line, quiet)
-    log = EpochLog(run_dir, cfg["logging"]["tensorboard"], history=tr.cursor.history)
     atomic_write_json(run_dir / "meta.json", {**meta, "status": "running"})
     last = None
     try:
