@@ -1,0 +1,143 @@
+"""Synthetic data sets written in the real on-disk formats, for tests (no real data needed).
+
+Every image is dark noise (0..63) with one bright block (200..255) whose position depends on
+the class: class k sits in cell k of a ceil(sqrt(num_classes))-wide grid. A tiny model learns
+that in a few steps, so the same helpers serve loader tests and "training beats chance" tests.
+
+All writers return the exact arrays they wrote, so tests can compare pixels and label order:
+``{"train_images", "train_labels", "test_images", "test_labels"}`` (images uint8 N×C×H×W,
+labels int64 N, in file order). Labels are shuffled with ``seed``, so label order matters.
+
+    write_mnist_idx(root, 3, 2)           -> root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
+    write_fashion_mnist_idx(root, 3, 2)   -> root/FashionMNIST/raw/...
+    write_cifar10_batches(root, 3, 2)     -> root/cifar-10-batches-py/data_batch_1..5, test_batch,
+                                             batches.meta
+    write_image_folder(root, ["a", "b"], 4, size=16, fmt="png")
+                                          -> root/train/<class>/NNNN.png, root/test/<class>/NNNN.png
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import pickle
+import struct
+
+import numpy as np
+
+CIFAR10_CLASSES = [
+    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+]
+
+
+def class_images(labels: np.ndarray, num_classes: int, channels: int, size: int,
+                 rng: np.random.Generator) -> np.ndarray:
+    """uint8 N×C×size×size: noise 0..63 plus a bright block at the class's grid cell."""
+    grid = math.ceil(math.sqrt(num_classes))
+    cell = size // grid
+    images = rng.integers(0, 64, size=(len(labels), channels, size, size), dtype=np.uint8)
+    for i, k in enumerate(labels):
+        r, c = divmod(int(k), grid)
+        block = rng.integers(200, 256, size=(channels, cell, cell), dtype=np.uint8)
+        images[i, :, r * cell : (r + 1) * cell, c * cell : (c + 1) * cell] = block
+    return images
+
+
+def _labels(n_per_class: int, num_classes: int, rng: np.random.Generator) -> np.ndarray:
+    labels = np.repeat(np.arange(num_classes, dtype=np.int64), n_per_class)
+    return labels[rng.permutation(len(labels))]
+
+
+def _split_arrays(n_train: int, n_test: int, num_classes: int, channels: int, size: int,
+                  seed: int) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_train), ("test", n_test)):
+        labels = _labels(n, num_classes, rng)
+        out[f"{split}_labels"] = labels
+        out[f"{split}_images"] = class_images(labels, num_classes, channels, size, rng)
+    return out
+
+
+def write_mnist_idx(root: str, n_train_per_class: int, n_test_per_class: int,
+                    num_classes: int = 10, seed: int = 0, *, folder: str = "MNIST",
+                    size: int = 28) -> dict[str, np.ndarray]:
+    """The four uncompressed IDX files under root/<folder>/raw/, names as torchvision expects.
+
+    IDX: big-endian int32 magic (0x0803 images, 0x0801 labels), the dimensions, then uint8 data.
+    """
+    data = _split_arrays(n_train_per_class, n_test_per_class, num_classes, 1, size, seed)
+    raw = os.path.join(root, folder, "raw")
+    os.makedirs(raw, exist_ok=True)
+    for split, prefix in (("train", "train"), ("test", "t10k")):
+        images = data[f"{split}_images"][:, 0]
+        labels = data[f"{split}_labels"].astype(np.uint8)
+        with open(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), "wb") as f:
+            f.write(struct.pack(">iiii", 0x0803, len(images), size, size) + images.tobytes())
+        with open(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), "wb") as f:
+            f.write(struct.pack(">ii", 0x0801, len(labels)) + labels.tobytes())
+    return data
+
+
+def write_fashion_mnist_idx(root: str, n_train_per_class: int, n_test_per_class: int,
+                            num_classes: int = 10, seed: int = 0) -> dict[str, np.ndarray]:
+    """Same as write_mnist_idx, under root/FashionMNIST/raw/."""
+    return write_mnist_idx(root, n_train_per_class, n_test_per_class, num_classes, seed,
+                           folder="FashionMNIST")
+
+
+def write_cifar10_batches(root: str, n_train_per_class: int, n_test_per_class: int,
+                          seed: int = 0) -> dict[str, np.ndarray]:
+    """root/cifar-10-batches-py/: data_batch_1..5 (train split evenly), test_batch, batches.meta.
+
+    Each batch is a pickled dict with "data" (uint8 N×3072, channel-major rows), "labels",
+    "batch_label" and "filenames", as in the official archive.
+    """
+    data = _split_arrays(n_train_per_class, n_test_per_class, 10, 3, 32, seed)
+    folder = os.path.join(root, "cifar-10-batches-py")
+    os.makedirs(folder, exist_ok=True)
+    train_parts = np.array_split(np.arange(len(data["train_labels"])), 5)
+    batches = [(f"data_batch_{i + 1}", "train", idx) for i, idx in enumerate(train_parts)]
+    batches.append(("test_batch", "test", np.arange(len(data["test_labels"]))))
+    for name, split, idx in batches:
+        entry = {
+            "batch_label": name,
+            "labels": [int(v) for v in data[f"{split}_labels"][idx]],
+            "data": data[f"{split}_images"][idx].reshape(len(idx), -1),
+            "filenames": [f"{name}_{i}.png" for i in idx],
+        }
+        with open(os.path.join(folder, name), "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    meta = {"label_names": CIFAR10_CLASSES, "num_cases_per_batch": 10000, "num_vis": 3072}
+    with open(os.path.join(folder, "batches.meta"), "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return data
+
+
+def write_image_folder(root: str, classes: list[str], n_per_class: int, size: int = 16, *,
+                       n_test_per_class: int | None = None, fmt: str = "png",
+                       seed: int = 0) -> dict[str, np.ndarray]:
+    """RGB files root/{train,test}/<class>/NNNN.<ext>; fmt "png", "jpg" or "mixed" (alternating).
+
+    Labels are the positions of the classes in sorted(classes), the order load_source uses;
+    images and labels are returned in the order the loader reads them (class, then file name).
+    JPEG is lossy: compare JPEG pixels with a tolerance, PNG pixels exactly.
+    """
+    from PIL import Image
+
+    order = sorted(classes)
+    n_test = n_per_class if n_test_per_class is None else n_test_per_class
+    rng = np.random.default_rng(seed)
+    out = {}
+    for split, n in (("train", n_per_class), ("test", n_test)):
+        labels = np.repeat(np.arange(len(order), dtype=np.int64), n)
+        images = class_images(labels, len(order), 3, size, rng)
+        for i, (img, k) in enumerate(zip(images, labels, strict=True)):
+            j = i % n
+            ext = {"png": "png", "jpg": "jpg", "mixed": ("png", "jpg")[j % 2]}[fmt]
+            folder = os.path.join(root, split, order[k])
+            os.makedirs(folder, exist_ok=True)
+            pil = Image.fromarray(np.ascontiguousarray(img.transpose(1, 2, 0)), "RGB")
+            pil.save(os.path.join(folder, f"{j:04d}.{ext}"), quality=95)
+        out[f"{split}_images"], out[f"{split}_labels"] = images, labels
+    return out

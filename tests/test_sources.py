@@ -1,0 +1,243 @@
+"""Data sources on synthetic files in the real formats: shapes, dtypes, label order, refusals."""
+
+from __future__ import annotations
+
+import os
+from urllib.error import URLError
+
+import numpy as np
+import pytest
+import torch
+from synth import (
+    CIFAR10_CLASSES,
+    write_cifar10_batches,
+    write_fashion_mnist_idx,
+    write_image_folder,
+    write_mnist_idx,
+)
+
+from imbal.data import imagefolder
+from imbal.data.sources import SOURCES, load_source, resolve_root
+from imbal.errors import UserError
+
+# torchvision 0.29 deprecates its decoders in favour of TorchCodec; they still work.
+pytestmark = pytest.mark.filterwarnings("ignore:The image decoding:DeprecationWarning")
+
+
+@pytest.fixture(autouse=True)
+def _cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("IMBAL_CACHE", str(tmp_path / "cache"))
+
+
+def _check_split(split, images: np.ndarray, labels: np.ndarray) -> None:
+    assert split.images.dtype == torch.uint8 and split.targets.dtype == torch.int64
+    assert split.images.is_contiguous() and split.images.device.type == "cpu"
+    assert tuple(split.images.shape) == images.shape
+    assert torch.equal(split.targets, torch.from_numpy(labels))
+    assert torch.equal(split.images, torch.from_numpy(images))
+
+
+def test_registered_names():
+    assert SOURCES.names() == ["cifar10", "digits", "fashion_mnist", "imagefolder", "mnist"]
+    with pytest.raises(UserError, match="unknown dataset 'mnst'.*did you mean 'mnist'"):
+        load_source("mnst")
+
+
+def test_mnist_idx(tmp_path):
+    data = write_mnist_idx(str(tmp_path), 3, 2, seed=1)
+    ds = load_source("mnist", root=str(tmp_path), download=False, image_size=None)
+    assert ds.name == "mnist" and len(ds.classes) == 10 and ds.classes[3] == "3 - three"
+    assert tuple(ds.train.images.shape) == (30, 1, 28, 28) and len(ds.test) == 20
+    _check_split(ds.train, data["train_images"], data["train_labels"])
+    _check_split(ds.test, data["test_images"], data["test_labels"])
+
+
+def test_mnist_resized(tmp_path):
+    write_mnist_idx(str(tmp_path), 2, 1)
+    ds = load_source("mnist", root=str(tmp_path), image_size=32)
+    assert tuple(ds.train.images.shape) == (20, 1, 32, 32) and ds.train.images.dtype == torch.uint8
+    with pytest.raises(UserError, match="data.image_size must be a positive integer"):
+        load_source("mnist", root=str(tmp_path), image_size=0)
+
+
+def test_fashion_mnist_idx(tmp_path):
+    data = write_fashion_mnist_idx(str(tmp_path), 2, 1, seed=2)
+    ds = load_source("fashion_mnist", root=str(tmp_path))
+    assert ds.classes[0] == "T-shirt/top" and ds.classes[9] == "Ankle boot"
+    _check_split(ds.train, data["train_images"], data["train_labels"])
+    _check_split(ds.test, data["test_images"], data["test_labels"])
+
+
+def test_cifar10_batches(tmp_path):
+    data = write_cifar10_batches(str(tmp_path), 3, 2, seed=3)
+    ds = load_source("cifar10", root=str(tmp_path))
+    assert ds.classes == CIFAR10_CLASSES
+    assert tuple(ds.train.images.shape) == (30, 3, 32, 32) and tuple(ds.test.images.shape) == (
+        20, 3, 32, 32)
+    _check_split(ds.train, data["train_images"], data["train_labels"])
+    _check_split(ds.test, data["test_images"], data["test_labels"])
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("mnist", "MNIST/raw/train-images-idx3-ubyte"),
+        ("fashion_mnist", "FashionMNIST/raw/train-images-idx3-ubyte"),
+        ("cifar10", "cifar-10-batches-py/data_batch_1"),
+    ],
+)
+def test_missing_files_say_where(tmp_path, name, expected):
+    with pytest.raises(UserError) as err:
+        load_source(name, root=str(tmp_path), download=False)
+    msg = str(err.value)
+    assert os.path.join(str(tmp_path), expected) in msg and "\n" not in msg
+    assert "data.download: true" in msg and "IMBAL_DATA" in msg
+
+
+def test_download_failure_is_a_user_error(tmp_path, monkeypatch):
+    import torchvision.datasets.cifar as tv_cifar
+    import torchvision.datasets.mnist as tv_mnist
+
+    def offline(*args, **kwargs):
+        raise URLError("no internet")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    monkeypatch.setattr(tv_cifar, "download_and_extract_archive", offline)
+    with pytest.raises(UserError, match="mnist: download into .*MNIST/raw failed"):
+        load_source("mnist", root=str(tmp_path), download=True)
+    with pytest.raises(UserError, match="cifar10: download into .*cifar-10-batches-py failed"):
+        load_source("cifar10", root=str(tmp_path), download=True)
+
+
+def test_damaged_file_is_a_user_error(tmp_path):
+    write_mnist_idx(str(tmp_path), 1, 1)
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    path.write_bytes(path.read_bytes()[:100])
+    with pytest.raises(UserError, match="mnist: could not read the files under"):
+        load_source("mnist", root=str(tmp_path))
+
+
+def test_resolve_root(monkeypatch):
+    monkeypatch.setenv("IMBAL_DATA", "/from/env")
+    assert resolve_root("/explicit") == "/explicit"
+    assert resolve_root(None) == "/from/env"
+    monkeypatch.delenv("IMBAL_DATA")
+    assert resolve_root(None) == "./data"
+
+
+def test_digits_split():
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    ds = load_source("digits")
+    assert ds.classes == [str(c) for c in range(10)]
+    assert len(ds.train) + len(ds.test) == 1797 and len(ds.test) == 355
+    assert tuple(ds.train.images.shape) == (1442, 1, 8, 8)
+    assert int(ds.train.images.max()) == 255 and int(ds.train.images.min()) == 0
+    for c in range(10):
+        idx = np.flatnonzero(bunch.target == c)
+        expected = np.rint(bunch.images[idx[4::5]] * 255 / 16).astype(np.uint8)
+        assert torch.equal(ds.test.images[ds.test.targets == c, 0], torch.from_numpy(expected))
+        assert int((ds.train.targets == c).sum()) == len(idx) - len(idx[4::5])
+
+
+# ---------------------------------------------------------------- image folder
+
+
+def test_image_folder_png_exact(tmp_path, capsys):
+    root = tmp_path / "data"
+    data = write_image_folder(str(root), ["cat", "ant", "bee"], 4, size=12, n_test_per_class=2)
+    (root / "train" / "bee" / "notes.txt").write_text("not an image")
+    (root / "train" / "ant" / ".DS_Store").write_bytes(b"\0\1")
+    ds = load_source("imagefolder", root=str(root))
+    assert ds.classes == ["ant", "bee", "cat"]
+    assert tuple(ds.train.images.shape) == (12, 3, 12, 12) and tuple(ds.test.images.shape) == (
+        6, 3, 12, 12)
+    _check_split(ds.train, data["train_images"], data["train_labels"])
+    _check_split(ds.test, data["test_images"], data["test_labels"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "skipped 1 file(s)" in err[0] and "train/bee/notes.txt" in err[0]
+
+
+def test_image_folder_jpeg_and_mixed(tmp_path):
+    data = write_image_folder(str(tmp_path / "j"), ["a", "b", "c", "d"], 3, size=16, fmt="mixed")
+    ds = load_source("imagefolder", root=str(tmp_path / "j"))
+    assert torch.equal(ds.train.targets, torch.from_numpy(data["train_labels"]))
+    diff = (ds.train.images.int() - torch.from_numpy(data["train_images"]).int()).abs()
+    assert diff[:, :, :, :].float().mean() < 12  # JPEG is lossy; the PNG half is exact
+    assert torch.equal(ds.train.images[0], torch.from_numpy(data["train_images"][0]))  # 0000.png
+
+
+def test_image_folder_sizes(tmp_path):
+    write_image_folder(str(tmp_path / "a"), ["x", "y"], 2, size=16)
+    write_image_folder(str(tmp_path / "b"), ["x", "y"], 2, size=20)
+    os.replace(tmp_path / "b" / "train" / "y" / "0001.png", tmp_path / "a" / "train" / "y" / "big.png")
+    with pytest.raises(UserError, match=r"differ in size \(16x16 .* vs 20x20 train/y/big.png\).*"
+                                        "data.image_size"):
+        load_source("imagefolder", root=str(tmp_path / "a"))
+    ds = load_source("imagefolder", root=str(tmp_path / "a"), image_size=8)
+    assert tuple(ds.train.images.shape) == (5, 3, 8, 8)
+
+
+def test_image_folder_refusals(tmp_path):
+    root = tmp_path / "r"
+    write_image_folder(str(root), ["a", "b"], 2, size=8)
+    os.makedirs(root / "train" / "c")
+    os.makedirs(root / "test" / "c")
+    (root / "train" / "c" / "readme.md").write_text("x")
+    with pytest.raises(UserError, match=r"class folder .*train/c holds no images"):
+        load_source("imagefolder", root=str(root))
+    os.rmdir(root / "test" / "c")
+    with pytest.raises(UserError, match=r"same class folders.*missing in test: \['c'\]"):
+        load_source("imagefolder", root=str(root))
+    empty = tmp_path / "e"
+    os.makedirs(empty / "train")
+    os.makedirs(empty / "test")
+    with pytest.raises(UserError, match="has no class sub-folders"):
+        load_source("imagefolder", root=str(empty))
+    with pytest.raises(UserError, match="must hold train/ and test/"):
+        load_source("imagefolder", root=str(tmp_path))
+    with pytest.raises(UserError, match="is not a directory"):
+        load_source("imagefolder", root=str(tmp_path / "nowhere"))
+
+
+def test_image_folder_cache_hit_and_invalidation(tmp_path, monkeypatch):
+    root = tmp_path / "d"
+    write_image_folder(str(root), ["a", "b"], 3, size=8)
+    before = sorted(p for p, _, _ in os.walk(root))
+    calls = []
+    real = imagefolder._decode_file
+
+    def counting(path, size):
+        calls.append(path)
+        return real(path, size)
+
+    monkeypatch.setattr(imagefolder, "_decode_file", counting)
+    first = load_source("imagefolder", root=str(root))
+    assert len(calls) == 12 and len(os.listdir(tmp_path / "cache")) == 1
+
+    def broken(path, size):
+        raise AssertionError("decoded although the cache should have answered")
+
+    monkeypatch.setattr(imagefolder, "_decode_file", broken)
+    second = load_source("imagefolder", root=str(root))
+    assert torch.equal(first.train.images, second.train.images)
+    assert torch.equal(first.test.targets, second.test.targets) and second.classes == ["a", "b"]
+    assert sorted(p for p, _, _ in os.walk(root)) == before  # nothing written under the root
+
+    monkeypatch.setattr(imagefolder, "_decode_file", counting)
+    write_image_folder(str(tmp_path / "more"), ["a", "b"], 1, size=8)
+    os.replace(tmp_path / "more" / "train" / "b" / "0000.png", root / "train" / "b" / "new.png")
+    third = load_source("imagefolder", root=str(root))
+    assert len(calls) == 12 + 13 and len(third.train) == 7
+    assert third.train.targets.tolist() == [0, 0, 0, 1, 1, 1, 1]
+
+
+def test_image_folder_unreadable_cache_is_rebuilt(tmp_path, capsys):
+    write_image_folder(str(tmp_path / "d"), ["a", "b"], 1, size=8)
+    load_source("imagefolder", root=str(tmp_path / "d"))
+    (cached,) = (tmp_path / "cache").iterdir()
+    cached.write_bytes(b"garbage")
+    ds = load_source("imagefolder", root=str(tmp_path / "d"))
+    assert len(ds.train) == 2 and "ignoring unreadable cache file" in capsys.readouterr().err
+    assert cached.stat().st_size > 100
