@@ -1,0 +1,412 @@
+"""Sweeps: one sweep file -> many runs (a grid or an explicit list, times seeds), each a run dir.
+
+A sweep file (YAML):
+    name: s1                     # sweep name; runs go to runs/<name>/ unless `out:` says otherwise
+    base: ../configs/x.yaml      # base config, relative to the sweep file
+    set: {train.epochs: 40}      # overrides common to every run (dotted keys)
+    grid: {train.optimizer.lr: [0.01, 0.1]}         # cartesian product ...
+    runs: [{name: focal, set: {remedy: [{name: focal, gamma: 2}]}}]   # ... and/or a list
+    seeds: {train: [0, 1, 2], data: [0]}           # both vary; cartesian
+    out: runs/s1                 # relative to the working directory
+
+Run names are `<label>__d<data seed>_s<train seed>`; the label is the explicit run name and/or
+the grid values. This module turns the file into runs and jobs and drives them; the executors
+(local worker processes, Slurm through submitit) live in imbal.sweep_exec.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import itertools
+import json
+import os
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from imbal import sweep_exec
+from imbal.errors import UserError
+from imbal.sweep_exec import DEFAULT_TRAIN_FN, prepare_jobs
+
+SEED_SUFFIX = re.compile(r"__d-?\d+_s-?\d+$")
+_KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
+_NAME = re.compile(r"^[A-Za-z0-9_.+-]+$")
+_UNSAFE = re.compile(r"[^A-Za-z0-9_.+-]+")
+MAX_LABEL = 64
+# Keys the sweep sets itself for every run; a sweep file may not set them.
+RESERVED_KEYS = ("name", "seeds")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class RunEntry(_Strict):
+    name: str = Field(min_length=1)
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class SeedSpec(_Strict):
+    train: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    data: list[int] = Field(default_factory=lambda: [0], min_length=1)
+
+    @field_validator("train", "data", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return [v] if isinstance(v, int) else v
+
+
+class SweepSpec(_Strict):
+    name: str = Field(min_length=1)
+    base: str
+    set: dict[str, Any] = Field(default_factory=dict)
+    grid: dict[str, list[Any]] = Field(default_factory=dict)
+    runs: list[RunEntry] = Field(default_factory=list)
+    seeds: SeedSpec = Field(default_factory=SeedSpec)
+    out: str | None = None
+
+
+@dataclass
+class Run:
+    """One run of a sweep: its name, its configuration label and what it changes."""
+
+    name: str
+    label: str
+    overrides: dict[str, Any]  # the label-defining overrides (grid values, explicit run's set)
+    seeds: dict[str, int]  # {"data": d, "train": t}
+
+    def override_list(self, common: dict[str, Any]) -> list[str]:
+        """`key=value` strings for load_config: common, then this run's, then seeds and name."""
+        items = {**common, **self.overrides}
+        out = [format_override(k, v) for k, v in items.items()]
+        out += [f"seeds.data={self.seeds['data']}", f"seeds.train={self.seeds['train']}"]
+        return out + [f"name={self.name}"]
+
+
+@dataclass
+class Sweep:
+    name: str
+    base: Path
+    common: dict[str, Any]
+    runs: list[Run]
+    out: Path
+    source: Path
+
+
+def format_override(key: str, value: Any) -> str:
+    """`key=value` with the value written as one line of YAML, so load_config parses it back."""
+    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False).strip()
+    if text.endswith("\n..."):  # plain scalars get a YAML document-end marker
+        text = text[: -len("\n...")]
+    return f"{key}={text}"
+
+
+def _one_line_error(err: ValidationError, path: Path) -> str:
+    e = err.errors()[0]
+    loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    if e["type"] == "extra_forbidden":
+        return (f"sweep file {path}: unknown key '{loc}' "
+                "(valid: name, base, set, grid, runs, seeds, out)")
+    if e["type"] == "missing":
+        return f"sweep file {path}: missing key '{loc}'"
+    got = e.get("input")
+    got_s = "" if isinstance(got, dict | list) else f" (got {got!r})"
+    return f"sweep file {path}: bad value for '{loc}': {e['msg'].lower()}{got_s}"
+
+
+def read_spec(path: str | Path) -> SweepSpec:
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"sweep file not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark else ""
+        raise UserError(f"YAML syntax error in sweep file {p}{where}") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"sweep file {p} must be a YAML mapping (name, base, grid/runs, seeds)")
+    try:
+        return SweepSpec.model_validate(raw)
+    except ValidationError as err:
+        raise UserError(_one_line_error(err, p)) from None
+
+
+def _check_keys(where: str, keys: Any) -> None:
+    for key in keys:
+        if not isinstance(key, str) or not _KEY.match(key):
+            raise UserError(f"sweep {where}: '{key}' is not a dotted config key like train.epochs")
+        if key.split(".")[0] in RESERVED_KEYS:
+            raise UserError(f"sweep {where}: '{key}' is set by the sweep itself "
+                            "(use the `seeds:` section; run names come from labels)")
+
+
+def render_value(v: Any) -> str:
+    """A short text for a label: remedy lists become their names joined by '+'."""
+    if v is None:
+        return "null"
+    if isinstance(v, bool):
+        return str(v).lower()
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, list):
+        return "+".join(render_value(x) for x in v) if v else "none"
+    if isinstance(v, dict):
+        if "name" in v:
+            return str(v["name"])
+        return "+".join(f"{k}{render_value(x)}" for k, x in v.items())
+    return str(v)
+
+
+def shorten(label: str) -> str:
+    """Sanitise to [A-Za-z0-9_.+-] and cap the length, keeping it deterministic and distinct."""
+    clean = _UNSAFE.sub("-", label).strip("-") or "x"
+    if len(clean) <= MAX_LABEL:
+        return clean
+    digest = hashlib.sha1(clean.encode()).hexdigest()[:8]
+    return f"{clean[: MAX_LABEL - 9]}-{digest}"
+
+
+def _short_keys(keys: list[str]) -> dict[str, str]:
+    """Last dotted component, unless two grid keys share it (then the whole key)."""
+    leaves = [k.split(".")[-1] for k in keys]
+    return {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(keys, leaves, strict=True)}
+
+
+def _grid_part(short: str, value: Any) -> str:
+    # A list of named dicts (a remedy list) reads best as its names alone: "focal+oversample".
+    if isinstance(value, list) and (not value or all(isinstance(x, dict) and "name" in x
+                                                     for x in value)):
+        return render_value(value)
+    return f"{short}-{render_value(value)}"
+
+
+def configurations(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
+    """(label, overrides) per configuration: explicit runs x grid product, collisions refused."""
+    _check_keys("set", spec.set)
+    _check_keys("grid", spec.grid)
+    for key, values in spec.grid.items():
+        if not values:
+            raise UserError(f"sweep grid: '{key}' has an empty list of values")
+    entries: list[tuple[str | None, dict[str, Any]]] = [(None, {})]
+    if spec.runs:
+        entries = []
+        for r in spec.runs:
+            if not _NAME.match(r.name):
+                raise UserError(f"sweep run name '{r.name}' may only use letters, digits and _ . + -")
+            _check_keys(f"run '{r.name}'", r.set)
+            entries.append((r.name, dict(r.set)))
+    keys = list(spec.grid)
+    short = _short_keys(keys)
+    seen: dict[str, dict[str, Any]] = {}
+    out = []
+    for (rname, rset), combo in itertools.product(entries, itertools.product(*spec.grid.values())):
+        clash = sorted(set(rset) & set(keys))
+        if clash:
+            raise UserError(f"sweep run '{rname}' sets '{clash[0]}', which the grid also varies")
+        parts = ([rname] if rname else []) + [_grid_part(short[k], v) for k, v in zip(keys, combo, strict=True)]
+        label = shorten("_".join(parts)) if parts else shorten(spec.name)
+        overrides = {**rset, **dict(zip(keys, combo, strict=True))}
+        if label in seen:
+            raise UserError(f"two configurations get the label '{label}' ({seen[label]} and "
+                            f"{overrides}); give them distinct names in an explicit `runs:` list")
+        seen[label] = overrides
+        out.append((label, overrides))
+    return out
+
+
+def expand(spec: SweepSpec) -> list[Run]:
+    """Every run: configurations x data seeds x train seeds, in that (listing) order."""
+    for kind in ("data", "train"):
+        values = getattr(spec.seeds, kind)
+        if len(set(values)) != len(values):
+            raise UserError(f"sweep seeds.{kind} lists a seed twice: {values}")
+    runs = []
+    for label, overrides in configurations(spec):
+        for d, t in itertools.product(spec.seeds.data, spec.seeds.train):
+            runs.append(Run(f"{label}__d{d}_s{t}", label, overrides, {"data": d, "train": t}))
+    return runs
+
+
+def load_sweep(path: str | Path, *, out: str | None = None,
+               extra: dict[str, Any] | None = None) -> Sweep:
+    """Read, validate and expand a sweep file. `extra` = command-line overrides for every run."""
+    p = Path(path)
+    spec = read_spec(p)
+    base = (p.parent / spec.base).resolve()
+    if not base.is_file():
+        raise UserError(f"sweep {p}: base config not found: {base}")
+    extra = extra or {}
+    _check_keys("--set", extra)
+    runs = expand(spec)
+    varied = {k for r in runs for k in r.overrides}
+    clash = sorted(varied & set(extra))
+    if clash:
+        raise UserError(f"--set {clash[0]}: the sweep varies this key; edit the sweep file instead")
+    dest = Path(out or spec.out or Path("runs") / shorten(spec.name))
+    return Sweep(spec.name, base, {**spec.set, **extra}, runs, dest, p.resolve())
+
+
+def sweep_record(sweep: Sweep) -> dict[str, Any]:
+    """What sweep.json holds: enough for `imbal report` to group runs by label."""
+    return {
+        "name": sweep.name,
+        "sweep_file": str(sweep.source),
+        "base": str(sweep.base),
+        "set": sweep.common,
+        "runs": [asdict(r) for r in sweep.runs],
+    }
+
+
+def write_sweep_json(sweep: Sweep) -> Path:
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    path = sweep.out / "sweep.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(sweep_record(sweep), indent=2, default=str) + "\n")
+    tmp.replace(path)
+    return path
+
+
+def strip_seed_suffix(name: str) -> str:
+    return SEED_SUFFIX.sub("", name)
+
+
+# ---------------------------------------------------------------- jobs and the sweep driver
+
+def _cores() -> int:
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def _list_runs(sweep: Sweep, jobs: list[dict[str, Any]], skipped: list[str], say) -> None:
+    labels = {r.label for r in sweep.runs}
+    say(f"sweep '{sweep.name}': {len(sweep.runs)} runs ({len(labels)} configurations) -> "
+        f"{sweep.out}")
+    say(f"base: {sweep.base}")
+    if sweep.common:
+        say("common: " + " ".join(format_override(k, v) for k, v in sweep.common.items()))
+    width = max(len(r.name) for r in sweep.runs)
+    for r in sweep.runs:
+        items = [format_override(k, v) for k, v in r.overrides.items()]
+        items += [f"seeds.data={r.seeds['data']}", f"seeds.train={r.seeds['train']}"]
+        mark = "  (complete, skipped)" if r.name in skipped else ""
+        say(f"  {r.name:<{width}}  {' '.join(items)}{mark}")
+    say(f"{len(jobs)} to run, {len(skipped)} complete")
+
+
+def _summarise(sweep: Sweep, outcomes: list[dict[str, Any]], skipped: list[str], wall: float,
+               how: str, say) -> dict[str, Any]:
+    done = [o["name"] for o in outcomes if o["status"] == "done"]
+    bad = [o for o in outcomes if o["status"] != "done"]
+    say(f"sweep '{sweep.name}' finished in {wall:.1f} s ({how}): {len(done)} done, "
+        f"{len(skipped)} skipped (complete), {len(bad)} failed")
+    if done:
+        say("  done: " + ", ".join(done))
+    if skipped:
+        say("  skipped: " + ", ".join(skipped))
+    for o in bad:
+        say(f"  FAILED {o['name']}: {o.get('error')}  ({sweep.out / o['name'] / 'error.txt'})")
+    say(f"report: imbal report {sweep.out}")
+    summary = {"name": sweep.name, "how": how, "wall_time_s": round(wall, 2), "done": done,
+               "skipped": skipped, "failed": [{"name": o["name"], "error": o.get("error")}
+                                              for o in bad]}
+    (sweep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
+
+
+def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
+              dry_run: bool = False, out: str | None = None, extra: dict[str, Any] | None = None,
+              overwrite: bool = False, train_fn: str = DEFAULT_TRAIN_FN,
+              slurm: dict[str, Any] | None = None, wait: bool = True, cluster: str = "slurm",
+              say=print) -> int:
+    """Expand, skip what is complete, run the rest; exit status 1 if any run failed."""
+    if workers < 1:
+        raise UserError(f"--workers must be at least 1 (got {workers})")
+    sweep = load_sweep(path, out=out, extra=extra)
+    slurm = slurm or {}
+    threads = max(1, _cores() // workers) if executor == "local" else slurm.get("cpus_per_task")
+    jobs, skipped = prepare_jobs(sweep, threads=threads, overwrite=overwrite, train_fn=train_fn)
+    if dry_run:
+        _list_runs(sweep, jobs, skipped, say)
+        return 0
+    write_sweep_json(sweep)
+    t0, outcomes = time.time(), []
+    if not jobs:
+        how, stream = "nothing to run", iter(())
+    elif executor == "local":
+        how = f"local, {workers} worker{'s' if workers > 1 else ''} x {threads} threads"
+        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, workers=workers, threads=threads)
+    else:
+        how = f"submitit ({cluster})"
+        stream = sweep_exec.run_slurm(jobs, folder=sweep.out / "submitit", opts=slurm, wait=wait,
+                                      cluster=cluster, log=say)
+    for i, o in enumerate(stream, 1):
+        outcomes.append(o)
+        tail = f"  {o.get('error')}" if o["status"] != "done" else ""
+        say(f"[{i}/{len(jobs)}] {o['status']:<6} {o['name']} ({o.get('wall_s') or 0:.1f} s){tail}")
+    if executor != "local" and not wait:
+        say(f"not waiting; when the jobs finish: imbal report {sweep.out}")
+        return 0
+    summary = _summarise(sweep, outcomes, skipped, time.time() - t0, how, say)
+    return 1 if summary["failed"] else 0
+
+
+# ---------------------------------------------------------------- command line
+
+def _pairs(items: list[str] | None, flag: str, parse: bool) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, eq, text = item.partition("=")
+        if not eq or not key.strip():
+            raise UserError(f"{flag} '{item}' must look like key=value")
+        try:
+            out[key.strip()] = yaml.safe_load(text) if parse else text
+        except yaml.YAMLError:
+            raise UserError(f"{flag} '{item}': value is not valid YAML") from None
+    return out
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("sweep_file", help="sweep YAML (name, base, set, grid/runs, seeds, out)")
+    parser.add_argument("--workers", type=int, default=1,
+                        help="parallel runs on this machine; each gets cores/N threads")
+    parser.add_argument("--executor", choices=["local", "slurm"], default="local")
+    parser.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
+    parser.add_argument("--out", help="sweep directory (default: the file's `out`, "
+                                      "else runs/<sweep name>)")
+    parser.add_argument("--set", dest="set_items", action="append", metavar="KEY=VALUE",
+                        help="override for every run (value parsed as YAML); repeatable")
+    parser.add_argument("--overwrite", action="store_true", help="re-run complete runs too")
+    parser.add_argument("--train-fn", default=DEFAULT_TRAIN_FN, help=argparse.SUPPRESS)
+    g = parser.add_argument_group("slurm (--executor slurm; needs pip install 'imbal[slurm]')")
+    g.add_argument("--partition", help="Slurm partition")
+    g.add_argument("--time", type=int, default=240, help="minutes per run (default 240)")
+    g.add_argument("--gpus", type=int, default=1, help="GPUs per job (default 1)")
+    g.add_argument("--cpus-per-task", type=int, default=8, help="CPUs per job (default 8)")
+    g.add_argument("--mem-gb", type=float, help="memory per job in GB")
+    g.add_argument("--array-parallelism", type=int, default=16,
+                   help="at most this many jobs of the array at once (default 16)")
+    g.add_argument("--slurm-opt", action="append", metavar="KEY=VALUE",
+                   help="extra sbatch option, e.g. account=abc or qos=high; repeatable")
+    g.add_argument("--no-wait", action="store_true", help="submit and return")
+    g.add_argument("--submitit-cluster", default="slurm", help=argparse.SUPPRESS)
+
+
+def run(args: argparse.Namespace) -> int:
+    slurm = {"partition": args.partition, "time": args.time, "gpus": args.gpus,
+             "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
+             "array_parallelism": args.array_parallelism,
+             "extra": _pairs(args.slurm_opt, "--slurm-opt", parse=False)}
+    for key in ("time", "cpus_per_task", "array_parallelism"):
+        if slurm[key] < 1:
+            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
+    return run_sweep(args.sweep_file, workers=args.workers, executor=args.executor,
+                     dry_run=args.dry_run, out=args.out,
+                     extra=_pairs(args.set_items, "--set", parse=True), overwrite=args.overwrite,
+                     train_fn=args.train_fn, slurm=slurm, wait=not args.no_wait,
+                     cluster=args.submitit_cluster, say=lambda s: print(s, flush=True))

@@ -1,0 +1,252 @@
+"""Executing a sweep's runs: local worker processes, or Slurm jobs through submitit.
+
+A job is a plain dict {name, cfg (resolved config), out_dir, overwrite, train_fn ("module:attr")}
+and `execute_job` is the one function that runs it, in a child process or on a cluster node. It
+never raises for a failing run: the traceback goes to RUN_DIR/error.txt and the outcome says
+"failed", so one bad run never stops a sweep.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import os
+import pickle
+import shutil
+import subprocess
+import sys
+import time
+import traceback
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from imbal.errors import UserError
+
+if TYPE_CHECKING:
+    from imbal.sweep import Sweep
+
+DEFAULT_TRAIN_FN = "imbal.runner:train"
+
+
+def is_complete(run_dir: str | Path) -> bool:
+    try:
+        return json.loads((Path(run_dir) / "results.json").read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _import_fn(spec: str) -> Callable[..., Any]:
+    module, _, attr = spec.partition(":")
+    return getattr(importlib.import_module(module), attr)
+
+
+def first_line(err: BaseException) -> str:
+    text = str(err).strip()
+    return f"{type(err).__name__}: {text.splitlines()[0][:300]}" if text else type(err).__name__
+
+
+def execute_job(job: dict[str, Any]) -> dict[str, Any]:
+    """Train one run; return {name, status: done|failed, wall_s, error?}. Module-level: picklable."""
+    out = Path(job["out_dir"])
+    t0 = time.time()
+    try:
+        (out / "error.txt").unlink(missing_ok=True)
+        train = _import_fn(job.get("train_fn") or DEFAULT_TRAIN_FN)
+        train(job["cfg"], out_dir=str(out), overwrite=job["overwrite"], quiet=True)
+        if not is_complete(out):
+            raise RuntimeError("training returned but results.json is missing or not complete")
+        return {"name": job["name"], "status": "done", "wall_s": round(time.time() - t0, 2)}
+    except Exception as err:  # any failure of one run is recorded, never fatal to the sweep
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "error.txt").write_text(traceback.format_exc())
+        return {"name": job["name"], "status": "failed", "wall_s": round(time.time() - t0, 2),
+                "error": first_line(err)}
+
+
+def failed(job: dict[str, Any], message: str, detail: str = "") -> dict[str, Any]:
+    """Record a failure that happened outside execute_job (a killed worker, a lost Slurm job)."""
+    out = Path(job["out_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "error.txt").write_text(message + "\n" + detail)
+    return {"name": job["name"], "status": "failed", "wall_s": None, "error": message}
+
+
+# ---------------------------------------------------------------- jobs
+
+def _load_config(path: str, overrides: list[str]) -> dict[str, Any]:
+    from imbal import config  # lazy: keeps `imbal sweep --help` light
+
+    return config.load_config(path, overrides)
+
+
+def _dig(cfg: Any, dotted: str) -> Any:
+    for part in dotted.split("."):
+        if not isinstance(cfg, dict) or part not in cfg:
+            return None
+        cfg = cfg[part]
+    return cfg
+
+
+def _stale_key(run_dir: Path, cfg: dict[str, Any], keys: list[str]) -> str | None:
+    """The first swept key whose value differs from the finished run's, if any."""
+    try:
+        old = json.loads((run_dir / "results.json").read_text()).get("config") or {}
+    except (OSError, ValueError):
+        return None
+    for key in keys:
+        if _dig(old, key) != _dig(cfg, key):
+            return f"{key}: {_dig(old, key)!r} there, {_dig(cfg, key)!r} now"
+    return None
+
+
+def prepare_jobs(sweep: Sweep, *, threads: int | None, overwrite: bool,
+                 train_fn: str = DEFAULT_TRAIN_FN) -> tuple[list[dict[str, Any]], list[str]]:
+    """Resolve every run's config up front (a bad override stops the sweep before it starts).
+
+    Returns (jobs to run, names skipped because complete). Jobs come seed-major, so a sweep
+    cut short has the first seed of every configuration rather than all seeds of a few.
+    """
+    order = sorted(range(len(sweep.runs)), key=lambda i: (
+        sweep.runs[i].seeds["train"], sweep.runs[i].seeds["data"], i))
+    jobs, skipped = [], []
+    for i in order:
+        run = sweep.runs[i]
+        overrides = run.override_list(sweep.common)
+        if threads is not None and "train.threads" not in {**sweep.common, **run.overrides}:
+            overrides.append(f"train.threads={threads}")
+        try:
+            cfg = _load_config(str(sweep.base), overrides)
+        except UserError as err:
+            raise UserError(f"sweep run {run.name}: {err}") from None
+        out_dir = sweep.out / run.name
+        if is_complete(out_dir) and not overwrite:
+            keys = [*sweep.common, *run.overrides, "seeds.data", "seeds.train"]
+            stale = _stale_key(out_dir, cfg, keys)
+            if stale:
+                raise UserError(f"{out_dir} holds a finished run from a different config "
+                                f"({stale}); use --overwrite or another --out")
+            skipped.append(run.name)
+            continue
+        jobs.append({"name": run.name, "cfg": cfg, "out_dir": str(out_dir),
+                     "overwrite": overwrite or out_dir.exists(), "train_fn": train_fn})
+    return jobs, skipped
+
+
+# ---------------------------------------------------------------- local worker processes
+
+def _child_env(threads: int) -> dict[str, str]:
+    """The parent's import path (so the child imports the same imbal) and a thread budget."""
+    env = dict(os.environ)
+    prefixes = (sys.prefix, sys.base_prefix)
+    extra = [p or os.getcwd() for p in sys.path if not (p and p.startswith(prefixes))]
+    old = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = os.pathsep.join(extra + ([old] if old else []))
+    for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
+        env[var] = str(threads)
+    return env
+
+
+def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str, Any]:
+    """One run in a fresh `python -m imbal.sweep_exec JOB` process; its output goes to a log."""
+    job_file, out_file = work / f"{job['name']}.pkl", work / f"{job['name']}.out.json"
+    log = work.parent / "logs" / f"{job['name']}.log"
+    job_file.write_bytes(pickle.dumps(job))
+    out_file.unlink(missing_ok=True)
+    with open(log, "w") as fh:
+        rc = subprocess.run([sys.executable, "-m", "imbal.sweep_exec", str(job_file)],
+                            stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+    if out_file.is_file():
+        return json.loads(out_file.read_text())
+    tail = log.read_text()[-4000:] if log.is_file() else ""
+    return failed(job, f"worker process exited with status {rc} before recording a result "
+                       f"(log: {log})", tail)
+
+
+def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path, workers: int,
+              threads: int) -> Iterator[dict[str, Any]]:
+    """Run jobs in `workers` parallel processes; yield each outcome as it finishes."""
+    work = sweep_dir / ".jobs"
+    work.mkdir(parents=True, exist_ok=True)
+    (sweep_dir / "logs").mkdir(exist_ok=True)
+    env = _child_env(threads)
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        futures = [pool.submit(_run_child, job, work, env) for job in jobs]
+        for fut in as_completed(futures):
+            yield fut.result()
+    finally:
+        # On Ctrl-C the children got SIGINT from the terminal too; drop what has not started.
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------- Slurm through submitit
+
+def _submitit() -> Any:
+    try:
+        import submitit
+    except ImportError:
+        raise UserError("--executor slurm needs submitit: pip install 'imbal[slurm]'") from None
+    return submitit
+
+
+def slurm_parameters(opts: dict[str, Any]) -> dict[str, Any]:
+    """AutoExecutor parameters from the CLI options (slurm_* ones are ignored off Slurm)."""
+    params: dict[str, Any] = {
+        "timeout_min": int(opts["time"]),
+        "gpus_per_node": int(opts["gpus"]),
+        "cpus_per_task": int(opts["cpus_per_task"]),
+        "slurm_array_parallelism": int(opts["array_parallelism"]),
+        "name": opts.get("job_name") or "imbal",
+    }
+    if opts.get("partition"):
+        params["slurm_partition"] = opts["partition"]
+    if opts.get("mem_gb"):
+        params["mem_gb"] = opts["mem_gb"]
+    if opts.get("extra"):
+        params["slurm_additional_parameters"] = dict(opts["extra"])
+    return params
+
+
+def run_slurm(jobs: list[dict[str, Any]], *, folder: Path, opts: dict[str, Any], wait: bool,
+              cluster: str = "slurm", log: Callable[[str], None] = print,
+              ) -> Iterator[dict[str, Any]]:
+    """Submit one job array; when waiting, yield outcomes as jobs finish (submitit's order)."""
+    submitit = _submitit()
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("sbatch not found: --executor slurm must run where Slurm is installed")
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
+    try:
+        executor.update_parameters(**slurm_parameters(opts))
+    except (NameError, AssertionError, ValueError) as err:
+        raise UserError(f"bad Slurm option: {str(err).splitlines()[0]}") from None
+    submitted = executor.map_array(execute_job, jobs)
+    ids = {sj.job_id: job["name"] for sj, job in zip(submitted, jobs, strict=True)}
+    (folder / "jobs.json").write_text(json.dumps(ids, indent=2) + "\n")
+    log(f"submitted {len(submitted)} jobs ({cluster}); ids in {folder / 'jobs.json'}")
+    if not wait:
+        return
+    by_id = {sj.job_id: job for sj, job in zip(submitted, jobs, strict=True)}
+    for sj in submitit.helpers.as_completed(submitted, poll_frequency=1):
+        job = by_id[sj.job_id]
+        try:
+            yield sj.result()
+        except Exception as err:  # the job itself died: timeout, out of memory, node failure
+            yield failed(job, f"Slurm job {sj.job_id} failed: {first_line(err)}",
+                         f"submitit folder: {folder}")
+
+
+def _main(job_file: str) -> int:
+    """Child-process entry point of the local executor."""
+    job = pickle.loads(Path(job_file).read_bytes())
+    outcome = execute_job(job)
+    out = Path(job_file).with_suffix(".out.json")
+    tmp = out.with_suffix(".tmp")
+    tmp.write_text(json.dumps(outcome))
+    tmp.replace(out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(_main(sys.argv[1]))
