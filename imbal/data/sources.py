@@ -48,8 +48,14 @@ class Dataset:
 
 def resolve_root(root: str | None) -> str:
     """The data root: the explicit ``root``, else $IMBAL_DATA, else "./data" (``~`` expanded)."""
-    chosen = root if root else os.environ.get("IMBAL_DATA") or "./data"
-    return os.path.expanduser(str(chosen))
+    env = os.environ.get("IMBAL_DATA")
+    chosen = os.path.expanduser(str(root if root else env or "./data"))
+    # A relative root that is not here but is under $IMBAL_DATA (configs say `root: cifar10-jpeg`)
+    if root and env and not os.path.isabs(chosen) and not os.path.exists(chosen):
+        under = os.path.join(os.path.expanduser(env), chosen)
+        if os.path.exists(under):
+            return under
+    return chosen
 
 
 def check_image_size(image_size: Any) -> int | None:
