@@ -11,10 +11,10 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import torch
-from pydantic import BaseModel, ConfigDict, ValidationError
+from pydantic import BaseModel, BeforeValidator, ConfigDict, StrictInt, ValidationError
 
 from imbal.errors import UserError
 from imbal.registry import Registry, did_you_mean
@@ -31,8 +31,19 @@ SLOTS = {
     "sampling": "both resample the training set (at most one of oversample, copy, undersample)",
 }
 
+
+def _number_only(v: Any) -> Any:
+    # pydantic's lax float takes True and "2.5"; a YAML slip like that should be refused.
+    if isinstance(v, (bool, str)):
+        raise ValueError("not a number")
+    return v
+
+
+Real = Annotated[float, BeforeValidator(_number_only)]  # a float param: int or float in YAML
+Int = StrictInt  # an int param: bools and floats refused
+
 # Which classes a remedy acts on: null/"all", "minority" (the run's minority classes), or ids.
-ClassSet = Literal["all", "minority"] | list[int] | None
+ClassSet = Literal["all", "minority"] | list[StrictInt] | None
 CLASS_SET_TEXT = "'all', 'minority' or a list of class ids"
 
 

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 import torch
 from pydantic import Field
 
-from imbal.errors import UserError
-from imbal.remedies.base import CLASS_SET_TEXT, ClassSet, Params, PlanContext, Remedy, remedy
+from imbal.remedies.base import (
+    CLASS_SET_TEXT,
+    ClassSet,
+    Int,
+    Params,
+    PlanContext,
+    Real,
+    Remedy,
+    remedy,
+)
 from imbal.remedies.samplers import ClassSampler, class_probabilities
 from imbal.remedies.transforms import (
     Strength,
@@ -21,7 +29,7 @@ from imbal.remedies.transforms import (
 
 class OversampleParams(Params):
     mode: Literal["balanced", "sqrt"] = Field("balanced", description="'balanced' or 'sqrt'")
-    epoch_size: int | None = Field(
+    epoch_size: Int | None = Field(
         None, ge=1, description="null (the training set size) or an integer >= 1"
     )
 
@@ -47,7 +55,7 @@ CopyTransform = Literal["hflip", "vflip", "brightness", "contrast"]
 
 
 class CopyParams(Params):
-    k: int | Literal["balance"] = Field(
+    k: Annotated[Int, Field(ge=1)] | Literal["balance"] = Field(
         "balance", description="an integer >= 1 (extra copies per image) or 'balance'"
     )
     classes: ClassSet = Field("minority", description=CLASS_SET_TEXT)
@@ -55,9 +63,9 @@ class CopyParams(Params):
         default_factory=list,
         description="a list from 'hflip', 'vflip', 'brightness', 'contrast'",
     )
-    flip_p: float = Field(0.5, ge=0, le=1, description="a probability in [0, 1]")
-    brightness: float = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
-    contrast: float = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
+    flip_p: Real = Field(0.5, ge=0, le=1, description="a probability in [0, 1]")
+    brightness: Real = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
+    contrast: Real = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
 
 
 @remedy("copy")
@@ -74,8 +82,6 @@ class Copy(Remedy):
 
     def apply(self, ctx: PlanContext) -> str:
         p = self.p
-        if isinstance(p.k, int) and p.k < 1:
-            raise UserError(f"remedy 'copy': parameter 'k' must be >= 1 or 'balance' (got {p.k})")
         classes = ctx.resolve_classes(self.name, p.classes)
         src = copy_indices(ctx.targets, ctx.num_classes, classes, p.k, ctx.generator)
         strength = Strength(p.flip_p, p.brightness, p.contrast)
@@ -90,7 +96,7 @@ class Copy(Remedy):
 
 
 class UndersampleParams(Params):
-    target: int | Literal["min"] = Field(
+    target: Annotated[Int, Field(ge=1)] | Literal["min"] = Field(
         "min", description="an integer >= 1 or 'min' (the smallest non-empty class)"
     )
 
@@ -109,10 +115,6 @@ class Undersample(Remedy):
         target = self.p.target
         if target == "min":
             target = min(n for n in ctx.counts if n > 0)
-        elif target < 1:
-            raise UserError(
-                f"remedy 'undersample': parameter 'target' must be >= 1 or 'min' (got {target})"
-            )
         keep = undersample_indices(ctx.targets, ctx.num_classes, target, ctx.generator)
         before = ctx.counts
         ctx.images = ctx.images[keep]

@@ -5,10 +5,19 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-from pydantic import BaseModel, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from imbal.errors import UserError
-from imbal.remedies.base import CLASS_SET_TEXT, ClassSet, Params, PlanContext, Remedy, remedy
+from imbal.remedies.base import (
+    CLASS_SET_TEXT,
+    ClassSet,
+    Int,
+    Params,
+    PlanContext,
+    Real,
+    Remedy,
+    remedy,
+)
 from imbal.remedies.losses import linear_value, schedule_value
 from imbal.remedies.weights import (
     NORMALIZATIONS,
@@ -29,7 +38,7 @@ def _fmt(values: torch.Tensor | list[float]) -> str:
 
 
 class ClassWeightsParams(Params):
-    beta: float | None = Field(
+    beta: Real | None = Field(
         None, ge=0, lt=1, description="null (inverse frequency) or a number in [0, 1)"
     )
     normalize: Literal["none", "sum_to_C", "sample_mean"] | None = Field(
@@ -82,7 +91,7 @@ class BatchInverse(Remedy):
 
 
 class LabelSmoothingParams(Params):
-    eps: float = Field(0.1, ge=0, lt=1, description="a number in [0, 1)")
+    eps: Real = Field(0.1, ge=0, lt=1, description="a number in [0, 1)")
     classes: ClassSet = Field(None, description=f"null, {CLASS_SET_TEXT}")
 
 
@@ -102,17 +111,17 @@ class LabelSmoothing(Remedy):
 
 
 class Linear(BaseModel):
-    model_config = {"extra": "forbid"}
-    start: float = Field(ge=0)
-    end: float = Field(ge=0)
+    model_config = ConfigDict(extra="forbid")
+    start: Real = Field(ge=0)
+    end: Real = Field(ge=0)
 
 
 class FocalParams(Params):
-    gamma: float = Field(2.0, ge=0, description="a number >= 0")
-    alpha: list[float] | None = Field(
+    gamma: Real = Field(2.0, ge=0, description="a number >= 0")
+    alpha: list[Real] | None = Field(
         None, description="null or a list of per-class weights >= 0 (one per class)"
     )
-    gamma_schedule: list[float] | Linear | None = Field(
+    gamma_schedule: list[Real] | Linear | None = Field(
         None, description="null, a non-empty list of numbers >= 0, or {start: a, end: b}"
     )
 
@@ -185,7 +194,7 @@ class BalancedSoftmax(Remedy):
 
 
 class LogitAdjustParams(Params):
-    tau: float = Field(1.0, ge=0, description="a number >= 0")
+    tau: Real = Field(1.0, ge=0, description="a number >= 0")
     mode: Literal["loss", "posthoc"] = Field("loss", description="'loss' or 'posthoc'")
 
 
@@ -209,14 +218,14 @@ class LogitAdjust(Remedy):
 
 
 class LDAMParams(Params):
-    max_margin: float = Field(0.5, gt=0, description="a number > 0")
-    s: float = Field(30.0, gt=0, description="a number > 0")
-    drw_epoch: int | float | None = Field(
+    max_margin: Real = Field(0.5, gt=0, description="a number > 0")
+    s: Real = Field(30.0, gt=0, description="a number > 0")
+    drw_epoch: Int | Real | None = Field(
         0.8,
         description="null (no re-weighting), an epoch number >= 0 (0-based, int) "
         "or a fraction of the epochs in (0, 1)",
     )
-    beta: float = Field(0.9999, ge=0, lt=1, description="a number in [0, 1)")
+    beta: Real = Field(0.9999, ge=0, lt=1, description="a number in [0, 1)")
 
     @model_validator(mode="after")
     def _check(self) -> LDAMParams:

@@ -83,10 +83,10 @@ def check_composition(remedies: list[Remedy]) -> None:
         for slot in sorted(r.slots()):
             if slot in owner:
                 first = owner[slot]
-                same = " twice" if first.name == r.name else ""
+                if first.name == r.name:
+                    raise UserError(f"remedy '{r.name}' given twice: {SLOTS[slot]}")
                 raise UserError(
-                    f"remedies '{first.name}' and '{r.name}' cannot be combined{same}: "
-                    f"{SLOTS[slot]}"
+                    f"remedies '{first.name}' and '{r.name}' cannot be combined: {SLOTS[slot]}"
                 )
             owner[slot] = r
 
