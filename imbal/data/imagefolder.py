@@ -98,10 +98,16 @@ def _scan(root: str) -> tuple[list[str], dict[str, list[tuple[str, int, int, int
     return classes, files
 
 
-def _cache_key(root: str, image_size: int | None, files: dict) -> str:
+def _cache_name(root: str, image_size: int | None, files: dict) -> tuple[str, str]:
+    """(prefix, file name): the prefix names root + image_size, the rest the whole listing.
+
+    The shared prefix lets a new cache file replace the stale one of the same folder.
+    """
     listing = [e[:3] for split in SPLITS for e in files[split]]
-    blob = json.dumps([CACHE_VERSION, root, image_size, listing]).encode()
-    return hashlib.sha256(blob).hexdigest()[:32]
+    head = json.dumps([CACHE_VERSION, root, image_size]).encode()
+    prefix = f"imagefolder-{hashlib.sha256(head).hexdigest()[:12]}-"
+    full = hashlib.sha256(json.dumps([CACHE_VERSION, root, image_size, listing]).encode())
+    return prefix, f"{prefix}{full.hexdigest()[:24]}.pt"
 
 
 def _decode_file(path: str, image_size: int | None) -> torch.Tensor | None:
@@ -177,8 +183,9 @@ def _load_cache(path: str) -> dict | None:
     return blob if isinstance(blob, dict) and needed <= set(blob) else None
 
 
-def _save_cache(path: str, blob: dict) -> None:
-    """Atomic write (temp file in the same folder, then os.replace); failure only warns."""
+def _save_cache(path: str, prefix: str, blob: dict) -> None:
+    """Atomic write (temp file in the same folder, then os.replace), then drop stale versions
+    of the same folder (same prefix). Failure only warns: the data is already in memory."""
     folder = os.path.dirname(path)
     try:
         os.makedirs(folder, exist_ok=True)
@@ -190,6 +197,9 @@ def _save_cache(path: str, blob: dict) -> None:
         except BaseException:
             os.unlink(tmp)
             raise
+        for name in os.listdir(folder):
+            if name.startswith(prefix) and name != os.path.basename(path):
+                os.unlink(os.path.join(folder, name))
     except OSError as e:
         _warn(f"could not write the image cache to {folder} ({e}); set IMBAL_CACHE to a writable "
               "directory to avoid decoding again")
@@ -207,7 +217,8 @@ def load_image_folder(root: str, image_size: int | None = None) -> Dataset:
     """Load ROOT/train and ROOT/test; decoded tensors come from / go to the cache."""
     root = os.path.abspath(os.path.expanduser(root))
     classes, files = _scan(root)
-    path = os.path.join(cache_dir(), f"imagefolder-{_cache_key(root, image_size, files)}.pt")
+    prefix, name = _cache_name(root, image_size, files)
+    path = os.path.join(cache_dir(), name)
     blob = _load_cache(path)
     if blob is None:
         t0 = time.perf_counter()
@@ -222,7 +233,10 @@ def load_image_folder(root: str, image_size: int | None = None) -> Dataset:
                 f"{_hw(blob['test_images'])}; set data.image_size to resize them all"
             )
         blob["decode_s"] = time.perf_counter() - t0
-        _save_cache(path, blob)
+        n = len(blob["train_targets"]) + len(blob["test_targets"])
+        print(f"imagefolder: decoded {n} images under {root} in {blob['decode_s']:.1f} s; "
+              f"caching them in {path}", file=sys.stderr)
+        _save_cache(path, prefix, blob)
     _report_skipped(root, list(blob["skipped"]))
     return Dataset(
         name="imagefolder",

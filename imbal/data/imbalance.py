@@ -1,0 +1,302 @@
+"""Class imbalance as pure functions: per-class target counts, then which images to keep.
+
+``target_counts(kind, available, **params)`` turns the images each class has into the images
+each class keeps, through the IMBALANCES registry (none, step, longtail, explicit).
+``subsample``, ``stratified_split`` and ``subset_indices`` pick indices with an explicit
+torch.Generator; the same seed picks the same images.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+import statistics
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+
+from imbal.errors import UserError
+from imbal.registry import Registry
+
+IMBALANCES = Registry("imbalance")
+STEP_DEFAULT_CLASSES = (0, 1, 2, 3, 4)
+
+
+def floor_count(x: float) -> int:
+    """floor(x) that forgives float round-off just below an integer.
+
+    0.29 * 100 evaluates to 28.999999999999996, and a plain floor would keep 28 images where
+    the user asked for 29. Such round-off is a few ulps (~1e-16 relative); the 1e-12 relative
+    nudge is far above it, yet moves any count below 1e6 by less than 1e-6, far less than a
+    non-integer profile value can lie below the next integer for parameters a user writes.
+    """
+    return math.floor(x + abs(x) * 1e-12)
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
+def _class_ids(kind: str, what: str, ids: Any, num_classes: int) -> list[int]:
+    if not isinstance(ids, (list, tuple)) or not all(_is_int(c) for c in ids):
+        raise UserError(f"imbalance {kind}: {what} must be a list of class ids, got {ids!r}")
+    for c in ids:
+        if not 0 <= c < num_classes:
+            raise UserError(
+                f"imbalance {kind}: class id {c} in {what} is out of range; "
+                f"valid ids are 0..{num_classes - 1} ({num_classes} classes)"
+            )
+    if len(set(ids)) != len(ids):
+        raise UserError(f"imbalance {kind}: {what} lists a class twice: {list(ids)}")
+    return list(ids)
+
+
+@IMBALANCES.register("none")
+def _none(available: list[int]) -> list[int]:
+    """Every class keeps all its images."""
+    return list(available)
+
+
+@IMBALANCES.register("step")
+def _step(
+    available: list[int], classes: Sequence[int] = STEP_DEFAULT_CLASSES, keep: float = 0.1
+) -> list[int]:
+    """Listed classes keep floor(keep * available_c) images; the others keep all. keep in (0, 1]."""
+    ids = _class_ids("step", "classes", classes, len(available))
+    if not _is_num(keep) or not 0 < keep <= 1:
+        raise UserError(f"imbalance step: keep must be a number in (0, 1], got {keep!r}")
+    return [floor_count(keep * n) if c in ids else n for c, n in enumerate(available)]
+
+
+@IMBALANCES.register("longtail")
+def _longtail(
+    available: list[int],
+    ratio: float,
+    order: Sequence[int] | None = None,
+    n_max: int | None = None,
+) -> list[int]:
+    """Exponential profile n_i = floor(n_max * ratio^(-i/(C-1))), i = position in ``order``.
+
+    ``order`` lists the class ids from the head (n_max images) to the tail (n_max/ratio);
+    default 0..C-1. ``n_max`` defaults to the smallest class size, so every class can supply
+    its exact profile value; a larger explicit n_max is clipped to what each class has.
+    CIFAR-10 (5,000 per class), ratio 100: 5000 2997 1796 1077 645 387 232 139 83 50.
+    """
+    num = len(available)
+    if not _is_num(ratio) or ratio < 1:
+        raise UserError(f"imbalance longtail: ratio must be a number >= 1, got {ratio!r}")
+    if order is None:
+        order = list(range(num))
+    if (
+        not isinstance(order, (list, tuple))
+        or not all(_is_int(c) for c in order)
+        or sorted(order) != list(range(num))
+    ):
+        raise UserError(
+            f"imbalance longtail: order must be a permutation of the class ids 0..{num - 1} "
+            f"(each exactly once), got {order!r}"
+        )
+    if n_max is None:
+        n_max = min(available)
+    elif not _is_int(n_max) or n_max <= 0:
+        raise UserError(f"imbalance longtail: n_max must be a positive integer, got {n_max!r}")
+    counts = [0] * num
+    for i, c in enumerate(order):
+        value = n_max * ratio ** (-i / (num - 1)) if num > 1 else n_max
+        counts[c] = min(floor_count(value), available[c])
+    return counts
+
+
+@IMBALANCES.register("explicit")
+def _explicit(available: list[int], counts: Sequence[int]) -> list[int]:
+    """Exactly ``counts[c]`` images of class c; 0 < counts[c] <= available[c]."""
+    if not isinstance(counts, (list, tuple)) or not all(_is_int(n) for n in counts):
+        raise UserError(f"imbalance explicit: counts must be a list of integers, got {counts!r}")
+    if len(counts) != len(available):
+        raise UserError(
+            f"imbalance explicit: counts has {len(counts)} entries but the data set has "
+            f"{len(available)} classes"
+        )
+    for c, (want, have) in enumerate(zip(counts, available, strict=True)):
+        if not 0 < want <= have:
+            raise UserError(
+                f"imbalance explicit: class {c} asks for {want} images but must get between 1 "
+                f"and the {have} it has"
+            )
+    return list(counts)
+
+
+def _class_label(c: int, class_names: Sequence[str] | None) -> str:
+    return f"class {c} ('{class_names[c]}')" if class_names else f"class {c}"
+
+
+def target_counts(
+    kind: str,
+    available: Sequence[int],
+    *,
+    class_names: Sequence[str] | None = None,
+    **params: Any,
+) -> list[int]:
+    """Per-class image counts that imbalance ``kind`` keeps out of ``available``."""
+    builder = IMBALANCES.get(kind)
+    signature = inspect.signature(builder).parameters
+    accepted = [p for p in signature if p != "available"]
+    unknown = sorted(set(params) - set(accepted))
+    if unknown:
+        raise UserError(
+            f"imbalance {kind}: unknown parameter(s) {', '.join(unknown)}; "
+            f"valid: {', '.join(accepted) or 'none'}"
+        )
+    missing = [p for p in accepted if signature[p].default is inspect.Parameter.empty
+               and p not in params]
+    if missing:
+        raise UserError(f"imbalance {kind}: missing required parameter(s) {', '.join(missing)}")
+    counts = builder(list(available), **params)
+    for c, n in enumerate(counts):
+        if n <= 0:
+            raise UserError(
+                f"imbalance leaves {_class_label(c, class_names)} with no training images"
+            )
+    return counts
+
+
+def minority_classes(kind: str, params: dict, counts: Sequence[int]) -> list[int]:
+    """none -> []; step -> its listed classes; otherwise classes strictly below the median."""
+    if kind == "none":
+        return []
+    if kind == "step":
+        return sorted(params.get("classes", STEP_DEFAULT_CLASSES))
+    median = statistics.median(counts)
+    return [c for c, n in enumerate(counts) if n < median]
+
+
+# ---------------------------------------------------------------- index selection
+
+
+def _class_indices(targets: torch.Tensor, num_classes: int) -> list[torch.Tensor]:
+    return [(targets == c).nonzero().squeeze(1) for c in range(num_classes)]
+
+
+def _perm(n: int, generator: torch.Generator, device: torch.device) -> torch.Tensor:
+    return torch.randperm(n, generator=generator, device=generator.device).to(device)
+
+
+def _sorted_cat(parts: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+    if not parts:
+        return torch.empty(0, dtype=torch.long, device=device)
+    return torch.cat(parts).sort().values
+
+
+def subsample(
+    targets: torch.Tensor, counts: Sequence[int], generator: torch.Generator
+) -> torch.Tensor:
+    """Indices (ascending) of a random ``counts[c]`` images of every class c.
+
+    Each class gets a full random permutation and keeps its first counts[c] entries, so the
+    generator is consumed the same way whatever the counts: with one seed, a smaller count
+    keeps a subset of what a larger count keeps.
+    """
+    per_class = _class_indices(targets, len(counts))
+    if targets.numel() and int(targets.max()) >= len(counts):
+        raise UserError(f"subsample: counts has {len(counts)} entries but labels reach "
+                        f"{int(targets.max())}")
+    kept = []
+    for c, idx in enumerate(per_class):
+        if not 0 <= counts[c] <= idx.numel():
+            raise UserError(f"subsample: class {c} has {idx.numel()} images, asked for {counts[c]}")
+        kept.append(idx[_perm(idx.numel(), generator, targets.device)[: counts[c]]])
+    return _sorted_cat(kept, targets.device)
+
+
+def stratified_split(
+    targets: torch.Tensor,
+    fraction: float,
+    generator: torch.Generator,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(train_idx, val_idx), both ascending: per class n_val = round(fraction * n_c), half up.
+
+    fraction 0 gives an empty validation set. With fraction > 0 every class must end with at
+    least one validation and one training image.
+    """
+    if not _is_num(fraction) or not 0 <= fraction < 1:
+        raise UserError(f"validation fraction must be in [0, 1), got {fraction!r}")
+    device = targets.device
+    if fraction == 0:
+        return torch.arange(targets.numel(), device=device), torch.empty(0, dtype=torch.long,
+                                                                         device=device)
+    num_classes = int(targets.max()) + 1 if targets.numel() else 0
+    train, val = [], []
+    for c, idx in enumerate(_class_indices(targets, num_classes)):
+        n = idx.numel()
+        n_val = floor_count(fraction * n + 0.5)
+        if n_val == 0 or n_val >= n:
+            part = "validation" if n_val == 0 else "training"
+            raise UserError(
+                f"validation fraction {fraction} leaves {_class_label(c, class_names)} "
+                f"({n} training images) with no {part} images"
+            )
+        perm = idx[_perm(n, generator, device)]
+        val.append(perm[:n_val])
+        train.append(perm[n_val:])
+    return _sorted_cat(train, device), _sorted_cat(val, device)
+
+
+def _proportional_quota(sizes: list[int], total: int) -> list[int]:
+    """Largest-remainder apportionment of ``total`` (<= sum(sizes)) in proportion to ``sizes``.
+
+    Ties in the remainder go to the lower class id. Afterwards, when total allows, a class
+    left with none takes one image from the class with the largest quota, so a small smoke
+    subset still holds every class.
+    """
+    whole = sum(sizes)
+    exact = [total * n / whole for n in sizes]
+    quota = [min(floor_count(x), n) for x, n in zip(exact, sizes, strict=True)]
+    by_remainder = sorted(range(len(sizes)), key=lambda c: (quota[c] - exact[c], c))
+    for c in by_remainder:
+        if sum(quota) == total:
+            break
+        if quota[c] < sizes[c]:
+            quota[c] += 1
+    present = [c for c, n in enumerate(sizes) if n > 0]
+    if total >= len(present):
+        for c in present:
+            if quota[c] == 0:
+                quota[max(range(len(sizes)), key=lambda k: quota[k])] -= 1
+                quota[c] = 1
+    return quota
+
+
+def subset_indices(
+    targets: torch.Tensor,
+    *,
+    per_class: int | None = None,
+    total: int | None = None,
+    generator: torch.Generator,
+) -> torch.Tensor:
+    """Indices (ascending) of a smaller sample for smoke runs.
+
+    per_class: min(per_class, available) images of each class. total: a class-stratified sample
+    of exactly min(total, N) images (largest-remainder proportional quotas, at least one per
+    class when total >= number of classes). Neither: all indices.
+    """
+    if per_class is not None and total is not None:
+        raise UserError("subset: give per_class or total, not both")
+    for name, v in (("per_class", per_class), ("total", total)):
+        if v is not None and (not _is_int(v) or v <= 0):
+            raise UserError(f"subset: {name} must be a positive integer, got {v!r}")
+    if per_class is None and total is None:
+        return torch.arange(targets.numel(), device=targets.device)
+    num_classes = int(targets.max()) + 1 if targets.numel() else 0
+    sizes = torch.bincount(targets.cpu(), minlength=num_classes).tolist()
+    if per_class is not None:
+        counts = [min(per_class, n) for n in sizes]
+    else:
+        counts = _proportional_quota(sizes, min(total, sum(sizes)))
+    return subsample(targets, counts, generator)
