@@ -149,6 +149,7 @@ def test_image_folder_png_exact(tmp_path, capsys):
     data = write_image_folder(str(root), ["cat", "ant", "bee"], 4, size=12, n_test_per_class=2)
     (root / "train" / "bee" / "notes.txt").write_text("not an image")
     (root / "train" / "ant" / ".DS_Store").write_bytes(b"\0\1")
+    (root / "train" / "cat" / "empty.png").write_bytes(b"")
     ds = load_source("imagefolder", root=str(root))
     assert ds.classes == ["ant", "bee", "cat"]
     assert tuple(ds.train.images.shape) == (12, 3, 12, 12) and tuple(ds.test.images.shape) == (
@@ -156,10 +157,10 @@ def test_image_folder_png_exact(tmp_path, capsys):
     _check_split(ds.train, data["train_images"], data["train_labels"])
     _check_split(ds.test, data["test_images"], data["test_labels"])
     err = [line for line in capsys.readouterr().err.splitlines() if "warning" in line]
-    assert len(err) == 1 and "skipped 1 file(s)" in err[0] and "train/bee/notes.txt" in err[0]
+    assert len(err) == 1 and "skipped 2 file(s)" in err[0] and "train/bee/notes.txt" in err[0]
     load_source("imagefolder", root=str(root))  # from the cache: the same single warning
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "skipped 1 file(s)" in err[0]
+    assert len(err) == 1 and "skipped 2 file(s)" in err[0]
 
 
 def test_image_folder_jpeg_and_mixed(tmp_path):
