@@ -117,10 +117,14 @@ def test_damaged_file_is_a_user_error(tmp_path):
         load_source("mnist", root=str(tmp_path))
 
 
-def test_resolve_root(monkeypatch):
+def test_resolve_root(tmp_path, monkeypatch):
     monkeypatch.setenv("IMBAL_DATA", "/from/env")
     assert resolve_root("/explicit") == "/explicit"
     assert resolve_root(None) == "/from/env"
+    os.makedirs(tmp_path / "cifar10-jpeg")
+    monkeypatch.setenv("IMBAL_DATA", str(tmp_path))
+    monkeypatch.chdir(tmp_path / "cifar10-jpeg")
+    assert resolve_root("cifar10-jpeg") == os.path.join(str(tmp_path), "cifar10-jpeg")
     monkeypatch.delenv("IMBAL_DATA")
     assert resolve_root(None) == "./data"
 

@@ -47,7 +47,10 @@ class Dataset:
 
 
 def resolve_root(root: str | None) -> str:
-    """The data root: the explicit ``root``, else $IMBAL_DATA, else "./data" (``~`` expanded)."""
+    """The data root: the explicit ``root``, else $IMBAL_DATA, else "./data" (``~`` expanded).
+
+    A relative explicit root that does not exist here but does under $IMBAL_DATA resolves there.
+    """
     env = os.environ.get("IMBAL_DATA")
     chosen = os.path.expanduser(str(root if root else env or "./data"))
     # A relative root that is not here but is under $IMBAL_DATA (configs say `root: cifar10-jpeg`)
