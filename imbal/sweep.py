@@ -179,10 +179,10 @@ def _short_keys(keys: list[str]) -> dict[str, str]:
     return {k: (leaf if leaves.count(leaf) == 1 else k) for k, leaf in zip(keys, leaves, strict=True)}
 
 
-def _grid_part(short: str, value: Any) -> str:
-    # A list of named dicts (a remedy list) reads best as its names alone: "focal+oversample".
-    if isinstance(value, list) and (not value or all(isinstance(x, dict) and "name" in x
-                                                     for x in value)):
+def _grid_part(key: str, short: str, value: Any) -> str:
+    # A remedy list reads best as its names alone: "focal+oversample", "none".
+    named = isinstance(value, list) and all(isinstance(x, dict) and "name" in x for x in value)
+    if key.split(".")[-1] == "remedy" or (named and value):
         return render_value(value)
     return f"{short}-{render_value(value)}"
 
@@ -210,7 +210,8 @@ def configurations(spec: SweepSpec) -> list[tuple[str, dict[str, Any]]]:
         clash = sorted(set(rset) & set(keys))
         if clash:
             raise UserError(f"sweep run '{rname}' sets '{clash[0]}', which the grid also varies")
-        parts = ([rname] if rname else []) + [_grid_part(short[k], v) for k, v in zip(keys, combo, strict=True)]
+        parts = [rname] if rname else []
+        parts += [_grid_part(k, short[k], v) for k, v in zip(keys, combo, strict=True)]
         label = shorten("_".join(parts)) if parts else shorten(spec.name)
         overrides = {**rset, **dict(zip(keys, combo, strict=True))}
         if label in seen:
@@ -339,7 +340,8 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
     if not jobs:
         how, stream = "nothing to run", iter(())
     elif executor == "local":
-        how = f"local, {workers} worker{'s' if workers > 1 else ''} x {threads} threads"
+        how = (f"local, {workers} worker{'s' if workers > 1 else ''} x {threads} "
+               f"thread{'s' if threads > 1 else ''}")
         stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, workers=workers, threads=threads)
     else:
         how = f"submitit ({cluster})"

@@ -81,6 +81,13 @@ def _load_config(path: str, overrides: list[str]) -> dict[str, Any]:
     return config.load_config(path, overrides)
 
 
+def _check_config(cfg: dict[str, Any]) -> None:
+    """Unknown component names (remedy, backbone, ...) refused before any run starts."""
+    from imbal import runner  # lazy: imports torch
+
+    runner.check_names(cfg)
+
+
 def _dig(cfg: Any, dotted: str) -> Any:
     for part in dotted.split("."):
         if not isinstance(cfg, dict) or part not in cfg:
@@ -118,6 +125,7 @@ def prepare_jobs(sweep: Sweep, *, threads: int | None, overwrite: bool,
             overrides.append(f"train.threads={threads}")
         try:
             cfg = _load_config(str(sweep.base), overrides)
+            _check_config(cfg)
         except UserError as err:
             raise UserError(f"sweep run {run.name}: {err}") from None
         out_dir = sweep.out / run.name
@@ -158,7 +166,10 @@ def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str
         rc = subprocess.run([sys.executable, "-m", "imbal.sweep_exec", str(job_file)],
                             stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
     if out_file.is_file():
-        return json.loads(out_file.read_text())
+        outcome = json.loads(out_file.read_text())
+        job_file.unlink(missing_ok=True)
+        out_file.unlink(missing_ok=True)
+        return outcome
     tail = log.read_text()[-4000:] if log.is_file() else ""
     return failed(job, f"worker process exited with status {rc} before recording a result "
                        f"(log: {log})", tail)

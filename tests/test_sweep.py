@@ -57,6 +57,7 @@ def fake_train(cfg: dict, *, out_dir: str, overwrite: bool = False, quiet: bool 
 @pytest.fixture(autouse=True)
 def _fake_loader(monkeypatch):
     monkeypatch.setattr(sweep_exec, "_load_config", fake_load_config)
+    monkeypatch.setattr(sweep_exec, "_check_config", lambda cfg: None)
 
 
 def calls(tmp: Path) -> list[str]:
@@ -116,6 +117,14 @@ def test_explicit_runs_times_grid_and_override_strings(tmp_path):
         assert key == "k" and yaml.safe_load(text) == v
 
 
+def test_remedy_names_in_labels(tmp_path):
+    body = {"grid": {"remedy": [[], ["balanced_softmax"], ["focal", {"name": "ldam"}]],
+                     "pretrain.params.symmetric_classes": [[6, 9]]}}
+    labels = [r.label for r in sweep.load_sweep(write_sweep(tmp_path, body)).runs]
+    assert labels == ["none_symmetric_classes-6+9", "balanced_softmax_symmetric_classes-6+9",
+                      "focal+ldam_symmetric_classes-6+9"]
+
+
 def test_label_collisions_refused(tmp_path):
     body = {"grid": {"remedy": [[{"name": "focal", "gamma": 1}], [{"name": "focal", "gamma": 2}]]}}
     with pytest.raises(UserError, match="two configurations get the label 'focal'"):
@@ -166,6 +175,18 @@ def test_bad_files_and_set_conflicts(tmp_path):
     with pytest.raises(UserError, match=r"sweep run lr-0.1_none__d0_s0: .*train.epochs"):
         sweep.run_sweep(path, extra={"train.epochs": 0}, train_fn=FAKE, say=lambda s: None)
     assert calls(tmp_path) == [] and not (tmp_path / "out").exists()
+
+
+def test_unknown_component_stops_the_sweep_first(tmp_path, monkeypatch):
+    def check(cfg):
+        if cfg.get("remedy") == ["nope"]:
+            raise UserError("unknown remedy 'nope'")
+
+    monkeypatch.setattr(sweep_exec, "_check_config", check)
+    path = write_sweep(tmp_path, {"grid": {"remedy": [[], ["nope"]]}})
+    with pytest.raises(UserError, match="sweep run nope__d0_s0: unknown remedy 'nope'"):
+        sweep.run_sweep(path, train_fn=FAKE, dry_run=True, say=lambda s: None)
+    assert calls(tmp_path) == []
 
 
 def cli(argv: list[str]) -> int:
