@@ -77,13 +77,13 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
                                           total=None, generator=gen))
     imb = data["imbalance"]
     params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
-    counts = target_counts(imb["kind"], _bincount(train.targets, c), **params)
+    counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes, **params)
     kept = subsample(train.targets, counts, gen)
     mask = torch.ones(train.targets.numel(), dtype=torch.bool)
     mask[kept] = False
     removed = _take(train, mask.nonzero().flatten())
     train = _take(train, kept)
-    tr_idx, val_idx = stratified_split(train.targets, data["val_fraction"], gen)
+    tr_idx, val_idx = stratified_split(train.targets, data["val_fraction"], gen, class_names=ds.classes)
     minority = (sorted(minority_override) if minority_override is not None
                 else minority_classes(imb["kind"], params, counts))
     return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr_idx),

@@ -42,6 +42,12 @@ class LeNetFeatures(nn.Module):
         flat = flat_size([self.resize, self.convs], in_channels, image_size)
         self.fc = nn.Sequential(nn.Linear(flat, 64), act())
         self.feature_dim = 64
+        # Xavier init, as in the d2l LeNet this one follows: with PyTorch's default init the
+        # sigmoid LeNet sits at chance for epochs under SGD lr 0.01 (measured on real MNIST).
+        for m in self.modules():
+            if isinstance(m, (nn.Conv2d, nn.Linear)):
+                nn.init.xavier_uniform_(m.weight)
+                nn.init.zeros_(m.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.fc(self.convs(self.resize(x)))
