@@ -329,6 +329,8 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers})")
     sweep = load_sweep(path, out=out, extra=extra)
+    if executor == "slurm" and not dry_run:
+        sweep_exec.check_slurm(cluster)  # before anything is written
     slurm = slurm or {}
     threads = max(1, _cores() // workers) if executor == "local" else slurm.get("cpus_per_task")
     jobs, skipped = prepare_jobs(sweep, threads=threads, overwrite=overwrite, train_fn=train_fn)

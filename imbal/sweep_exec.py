@@ -220,13 +220,19 @@ def slurm_parameters(opts: dict[str, Any]) -> dict[str, Any]:
     return params
 
 
+def check_slurm(cluster: str) -> Any:
+    """submitit importable and, for a real cluster, sbatch on the PATH; returns submitit."""
+    submitit = _submitit()
+    if cluster == "slurm" and shutil.which("sbatch") is None:
+        raise UserError("sbatch not found: --executor slurm must run where Slurm is installed")
+    return submitit
+
+
 def run_slurm(jobs: list[dict[str, Any]], *, folder: Path, opts: dict[str, Any], wait: bool,
               cluster: str = "slurm", log: Callable[[str], None] = print,
               ) -> Iterator[dict[str, Any]]:
     """Submit one job array; when waiting, yield outcomes as jobs finish (submitit's order)."""
-    submitit = _submitit()
-    if cluster == "slurm" and shutil.which("sbatch") is None:
-        raise UserError("sbatch not found: --executor slurm must run where Slurm is installed")
+    submitit = check_slurm(cluster)
     executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster=cluster)
     try:
         executor.update_parameters(**slurm_parameters(opts))
@@ -239,7 +245,8 @@ def run_slurm(jobs: list[dict[str, Any]], *, folder: Path, opts: dict[str, Any],
     if not wait:
         return
     by_id = {sj.job_id: job for sj, job in zip(submitted, jobs, strict=True)}
-    for sj in submitit.helpers.as_completed(submitted, poll_frequency=1):
+    poll = 1 if cluster == "local" else 30  # each poll on Slurm runs sacct
+    for sj in submitit.helpers.as_completed(submitted, poll_frequency=poll):
         job = by_id[sj.job_id]
         try:
             yield sj.result()

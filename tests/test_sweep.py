@@ -290,6 +290,14 @@ def test_slurm_without_submitit_is_a_user_error(tmp_path, monkeypatch):
     path = write_sweep(tmp_path, {})
     with pytest.raises(UserError, match=r"pip install 'imbal\[slurm\]'"):
         cli([str(path), "--train-fn", FAKE, "--executor", "slurm"])
+    assert not (tmp_path / "out").exists()
+
+
+def test_slurm_without_sbatch_is_a_user_error(tmp_path, monkeypatch):
+    monkeypatch.setattr(sweep_exec.shutil, "which", lambda name: None)
+    path = write_sweep(tmp_path, {})
+    with pytest.raises(UserError, match="sbatch not found"):
+        cli([str(path), "--train-fn", FAKE, "--executor", "slurm", "--partition", "gpu"])
 
 
 def test_bad_cli_values(tmp_path):
