@@ -72,8 +72,8 @@ def _epoch(setup: Setup, epoch: int, ckpt_dir: Path, log: EpochLog, quiet: bool)
         atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.model.state_dict(),
                                                   "epoch": epoch + 1, "score": score})
     c.history.append(row)
+    checkpoint(setup, ckpt_dir / "last.pt")  # before the log row: a logged epoch is resumable
     log.add(row, epoch + 1)
-    checkpoint(setup, ckpt_dir / "last.pt")
     say(f"epoch {epoch + 1:>3}/{cfg['train']['epochs']}  loss {stats['loss']:.4f}  "
         f"{stats['images_per_s']:.0f} img/s  val {_short(val)}  test {_short(test)}", quiet)
     return row

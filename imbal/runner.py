@@ -178,9 +178,8 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     for line in setup.trainer.plan.describe:
         say(f"remedy: {line}", quiet)
     meta = {**provenance(setup.device), "run_dir": str(run_dir)}
-    if not resume:
-        atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))
-        atomic_write_json(run_dir / "counts.json", counts)
+    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
+    atomic_write_json(run_dir / "counts.json", counts)
     from imbal.fit import fit  # the epoch loop and the final evaluation
 
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
