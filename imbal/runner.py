@@ -28,8 +28,9 @@ from imbal.runs import (
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
+    check_run_dir,
+    create_run_dir,
     load_checkpoint,
-    prepare_run_dir,
     provenance,
 )
 
@@ -169,9 +170,10 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     check_names(cfg)
     quiet = quiet or not cfg["logging"]["progress"]
     run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
-    prepare_run_dir(run_dir, overwrite=overwrite, resume=resume)
+    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     t_start = time.time()
     setup = build_setup(cfg, quiet=quiet)
+    create_run_dir(run_dir, overwrite=overwrite, resume=resume)  # only once the setup is sound
     counts = setup.data.counts()
     say(f"run {run_dir}  ({setup.data.name}, {cfg['model']['backbone']}, device {setup.device})", quiet)
     say(format_counts(counts), quiet)

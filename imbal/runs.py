@@ -69,27 +69,35 @@ def load_checkpoint(path: Path) -> dict:
     return ckpt
 
 
-def prepare_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Create (or reuse, when resuming) the run directory; refuse to mix two runs in one."""
+def check_run_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
+    """Refuse a bad output directory before any work, without creating anything."""
     if path.exists() and not path.is_dir():
         raise UserError(f"output path exists and is not a directory: {path}")
-    holds_run = path.is_dir() and any((path / m).exists() for m in MARKERS)
     if resume:
         if not (path / "checkpoints" / "last.pt").is_file():
             raise UserError(f"nothing to resume in {path}: no checkpoints/last.pt")
-        return path
-    if holds_run and not overwrite:
+        return
+    if path.is_dir() and any((path / m).exists() for m in MARKERS) and not overwrite:
         raise UserError(f"run directory {path} already holds a run; use --resume or --overwrite")
-    if holds_run:
+    parent = path
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise UserError(f"cannot write to output directory {path}: {parent} is not a writable directory")
+
+
+def create_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
+    """Create the run directory (after the run's setup succeeded); clear an old run on overwrite."""
+    check_run_dir(path, overwrite=overwrite, resume=resume)
+    if resume:
+        return path
+    if overwrite and path.is_dir():
         for name in ("results.json", "metrics.jsonl", "confusion.csv", "confusion.png", "error.txt"):
             (path / name).unlink(missing_ok=True)
         for sub in ("checkpoints", "tb"):
             _rmtree(path / sub)
     try:
         path.mkdir(parents=True, exist_ok=True)
-        probe = path / ".write-test"
-        probe.write_text("")
-        probe.unlink()
     except OSError as err:
         raise UserError(f"cannot write to output directory {path}: {err.strerror}") from None
     return path

@@ -86,3 +86,26 @@ def test_cli_refusals_are_one_line(tmp_path, capsys, sets, message):
     assert code == 2
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
     assert not (tmp_path / "x" / "results.json").exists()
+
+
+def test_the_sampler_reaches_the_training_loop(tmp_path, monkeypatch):
+    """A resampling remedy must change what the training step sees (not just be built)."""
+    import torch
+
+    from imbal.engine import Trainer
+
+    seen = []
+    real = Trainer._step
+
+    def spy(self, idx, step):
+        seen.append(self.targets[idx].clone())
+        real(self, idx, step)
+
+    monkeypatch.setattr(Trainer, "_step", spy)
+    res, _ = run(tmp_path, ["train.epochs=2", "data.imbalance={kind: step, keep: 0.2}",
+                            "remedy=[{name: oversample, mode: balanced}]"])
+    counts = torch.bincount(torch.cat(seen), minlength=10).float()
+    share = counts / counts.sum()
+    assert res["train_counts"][0] * 4 < res["train_counts"][9]  # the data is imbalanced ...
+    assert share.min() > 0.07 and share.max() < 0.13  # ... but batches are balanced (±3 points)
+    assert int(counts.sum()) == 2 * sum(res["train_counts"])  # an epoch is the training-set size
