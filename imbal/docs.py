@@ -34,5 +34,21 @@ def config_reference() -> str:
     return "\n".join(["| key | default | meaning |", "|---|---|---|", *_section(Config, "")]) + "\n"
 
 
+START, END = "<!-- config-reference:start -->", "<!-- config-reference:end -->"
+
+
+def with_reference(readme: str) -> str:
+    """README text with the generated reference between the markers."""
+    head, _, rest = readme.partition(START)
+    _, _, tail = rest.partition(END)
+    return f"{head}{START}\n{config_reference()}{END}{tail}"
+
+
 if __name__ == "__main__":
-    sys.stdout.write(config_reference())
+    if sys.argv[1:2] == ["--write"]:
+        from pathlib import Path
+
+        path = Path(sys.argv[2])
+        path.write_text(with_reference(path.read_text()))
+    else:
+        sys.stdout.write(config_reference())

@@ -86,3 +86,12 @@ def test_bundled_configs_validate():
     for path in configs:
         cfg = load_config(path)
         assert yaml.safe_load(dump_yaml(cfg)) == cfg, path
+
+
+def test_readme_config_reference_is_current():
+    from pathlib import Path
+
+    from imbal.docs import with_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert with_reference(readme) == readme, "run: python -m imbal.docs --write README.md"
