@@ -1,9 +1,10 @@
 """Class-aware resampling: one index tensor per epoch, drawn on the device.
 
-An epoch's indices are drawn in two vectorised steps: a class for every slot (inverse CDF of
-the class probabilities), then a uniformly random image of that class (a random integer modulo
-the class size, read through the training set's indices sorted by class). No Python loop over
-samples, no WeightedRandomSampler (one Python int per sample, at most 2^24 categories).
+An epoch's indices are drawn in two vectorised steps: a class for every slot (Walker's alias
+method: a uniform column, kept or handed to its alias, a few elementwise ops instead of a
+binary search), then a uniformly random image of that class (floor(v * class size) with a
+float64 uniform v, read through the training set's indices sorted by class). No Python loop
+over samples, no WeightedRandomSampler (one Python int per sample, at most 2^24 categories).
 
 On the CPU an epoch is drawn in chunks with scratch buffers reused across chunks, on one thread:
 that keeps the scratch in cache, avoids page-faulting fresh multi-MB buffers for every op, and
@@ -33,6 +34,24 @@ def _one_thread(device: torch.device):
         yield
     finally:
         torch.set_num_threads(before)
+
+
+def alias_table(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Walker's alias table (Vose's construction): with k a uniform column of C and f a uniform
+    in [0, 1), class = k if f < keep[k] else alias[k] draws class j with probability p_j.
+    A class with p_j = 0 keeps nothing (keep 0) and is nobody's alias, so it is never drawn."""
+    c = probs.numel()
+    scaled = (probs.detach().cpu().to(torch.float64) * c).tolist()
+    keep, alias = [1.0] * c, list(range(c))
+    small = [j for j, v in enumerate(scaled) if v < 1.0]
+    large = [j for j, v in enumerate(scaled) if v >= 1.0]
+    while small and large:
+        lo, hi = small.pop(), large.pop()
+        keep[lo], alias[lo] = scaled[lo], hi
+        scaled[hi] -= 1.0 - scaled[lo]
+        (small if scaled[hi] < 1.0 else large).append(hi)
+    # Leftovers (rounding only: their mass is 1 up to ~1e-15) keep their own column.
+    return torch.tensor(keep, dtype=torch.float64), torch.tensor(alias, dtype=torch.long)
 
 
 def class_probabilities(counts: torch.Tensor, mode: str) -> torch.Tensor:
@@ -67,10 +86,10 @@ class ClassSampler:
         counts.scatter_add_(0, targets, torch.ones_like(targets))
         self.counts = counts
         self.starts = torch.cumsum(counts, 0) - counts
-        self.counts_min1 = counts.clamp_min(1)
-        cdf = torch.cumsum(self.class_probs, 0).to(torch.float32)
-        cdf[-1] = 2.0  # u < 1 always lands on a class despite rounding in the sum
-        self.cdf = cdf.to(device)
+        fdtype = torch.float32 if device.type == "mps" else torch.float64  # no float64 on MPS
+        self.counts_f = counts.to(fdtype)
+        keep, alias = alias_table(self.class_probs)
+        self.keep, self.alias = keep.to(device, fdtype), alias.to(device)
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -78,24 +97,29 @@ class ClassSampler:
     def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
         """Indices into the training set for one epoch (`epoch` is unused: every epoch is an
         independent draw; the generator's state makes it reproducible)."""
-        n, dev = self.epoch_size, self.device
+        n, dev, c = self.epoch_size, self.device, self.class_probs.numel()
         out = torch.empty(n, dtype=torch.long, device=dev)
         m = max(1, min(n, _CHUNK if dev.type == "cpu" else n))
-        u = torch.empty(m, device=generator.device)
-        r = torch.empty(m, dtype=torch.long, device=generator.device)
-        cls = torch.empty(m, dtype=torch.long, device=dev)
+        u = torch.empty(m, dtype=self.counts_f.dtype, device=generator.device)
+        col = torch.empty(m, dtype=torch.long, device=dev)
         tmp = torch.empty(m, dtype=torch.long, device=dev)
+        tmp2 = torch.empty(m, dtype=torch.long, device=dev)
+        ftmp = torch.empty(m, dtype=self.counts_f.dtype, device=dev)
+        below = torch.empty(m, dtype=torch.bool, device=dev)
         with _one_thread(dev):
             for start in range(0, n, m):
                 k = min(m, n - start)
-                uk, rk, ck, tk = u[:k], r[:k], cls[:k], tmp[:k]
-                torch.rand(k, generator=generator, out=uk)
-                torch.randint(0, 2**62, (k,), generator=generator, out=rk)
-                # right=True: the first class whose CDF exceeds u; empty classes never win.
-                torch.searchsorted(self.cdf, uk.to(dev), right=True, out=ck)
-                pos = rk.to(dev).remainder_(torch.index_select(self.counts_min1, 0, ck, out=tk))
-                pos.add_(torch.index_select(self.starts, 0, ck, out=tk))
-                torch.index_select(self.by_class, 0, pos, out=out[start:start + k])
+                ck, tk, fk, bk = col[:k], tmp[:k], ftmp[:k], below[:k]
+                # The class: column floor(u*C), kept if frac(u*C) < keep, else its alias.
+                x = torch.rand(k, generator=generator, out=u[:k]).to(dev).mul_(c)
+                ck.copy_(x)  # truncation = floor (x >= 0)
+                torch.lt(x.frac_(), torch.index_select(self.keep, 0, ck, out=fk), out=bk)
+                torch.where(bk, ck, torch.index_select(self.alias, 0, ck, out=tk), out=ck)
+                # The image: floor(v * N_class) < N_class for v < 1, from the class's first.
+                v = torch.rand(k, generator=generator, out=u[:k]).to(dev)
+                tk.copy_(v.mul_(torch.index_select(self.counts_f, 0, ck, out=fk)))
+                tk.add_(torch.index_select(self.starts, 0, ck, out=tmp2[:k]))
+                torch.index_select(self.by_class, 0, tk, out=out[start:start + k])
         return out
 
     def describe(self) -> str:
