@@ -218,11 +218,35 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     node[parts[-1]] = value
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """YAML file (or nothing) + dotted overrides -> validated, resolved config as a plain dict."""
-    raw = read_yaml(path) if path is not None else {}
+def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in top.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def read_config_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
+    """A config file; `extends: other.yaml` (relative to the file) deep-merges it onto another."""
+    p = Path(path).resolve()
+    if p in seen:
+        raise UserError(f"config {path}: 'extends' loops back to itself")
+    raw = read_yaml(p)
     if not isinstance(raw, dict):
         raise UserError(f"config {path} must be a YAML mapping of sections")
+    parent = raw.pop("extends", None)
+    if parent is None:
+        return raw
+    if not isinstance(parent, str):
+        raise UserError(f"config {path}: 'extends' must be a file name")
+    return deep_merge(read_config_file(p.parent / parent, (*seen, p)), raw)
+
+
+def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """YAML file (or nothing) + dotted overrides -> validated, resolved config as a plain dict."""
+    raw = read_config_file(path) if path is not None else {}
     for item in overrides:
         apply_override(raw, item)
     return resolve(raw)

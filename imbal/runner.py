@@ -22,7 +22,8 @@ from imbal.errors import UserError
 from imbal.metrics import Groups
 from imbal.models import MODELS, build_model
 from imbal.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from imbal.remedies import REMEDIES, build_plan
+from imbal.remedies import build_plan
+from imbal.remedies.plan import check_composition, parse_remedies
 from imbal.runs import (
     EpochLog,
     atomic_torch_save,
@@ -61,8 +62,7 @@ def check_names(cfg: dict) -> None:
     MODELS.get(cfg["model"]["backbone"])
     OPTIMIZERS.get(cfg["train"]["optimizer"]["name"])
     SCHEDULES.get(cfg["train"]["schedule"]["name"])
-    for item in cfg["remedy"]:
-        REMEDIES.get(item if isinstance(item, str) else dict(item).get("name", "<missing name>"))
+    check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
     if cfg["pretrain"] is not None:
         from imbal.pretext import TASKS
 

@@ -95,3 +95,16 @@ def test_readme_config_reference_is_current():
 
     readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
     assert with_reference(readme) == readme, "run: python -m imbal.docs --write README.md"
+
+
+def test_extends_merges_onto_the_parent(tmp_path):
+    write(tmp_path, "name: base\ntrain: {epochs: 7, batch_size: 32}\nremedy: [focal]\n", "base.yaml")
+    sub = tmp_path / "sub"
+    sub.mkdir()
+    child = write(sub, "extends: ../base.yaml\nname: child\ntrain: {epochs: 2}\nremedy: []\n")
+    cfg = load_config(child)
+    assert cfg["name"] == "child" and cfg["train"]["epochs"] == 2
+    assert cfg["train"]["batch_size"] == 32 and cfg["remedy"] == []
+    loop = write(tmp_path, "extends: loop.yaml\n", "loop.yaml")
+    with pytest.raises(UserError, match="loops back"):
+        load_config(loop)
