@@ -103,7 +103,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--plot", metavar="PNG", help="also write a bar chart")
     p.set_defaults(func=cmd_data)
     for name, module, text in (("sweep", "imbal.sweep", "run a grid of configs x seeds"),
-                               ("report", "imbal.report", "mean ± std tables and plots of runs")
+                               ("report", "imbal.report", "mean ± std tables and plots of runs"),
+                               ("bench", "imbal.bench", "measure training throughput")
                                ):
         p = sub.add_parser(name, help=text)
         mod = _module_command(module)
