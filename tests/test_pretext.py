@@ -13,7 +13,14 @@ from imbal.cli import main
 from imbal.config import load_config
 from imbal.errors import UserError
 from imbal.models import build_model
-from imbal.pretext import TASKS, build_task, check_params, load_backbone, save_pretrained
+from imbal.pretext import (
+    TASKS,
+    build_task,
+    check_params,
+    load_backbone,
+    run_pretrain,
+    save_pretrained,
+)
 from imbal.pretext.jigsaw_ops import (
     crop_to_grid,
     decode,
@@ -298,6 +305,27 @@ def test_pretrain_run_then_a_run_started_from_it(tmp_path):
         assert torch.equal(best[k], v), k
     head = load_checkpoint(first / "checkpoints" / "best.pt")["model"]["head.weight"]
     assert not torch.equal(best["head.weight"], head)
+
+
+def test_pretext_stage_changes_only_the_backbone(tmp_path):
+    """The supervised stage starts as it would without pretraining, except for the backbone:
+    same global RNG state, same trainer generator, same head; the backbone has moved."""
+    from imbal.runner import build_setup
+    from imbal.runs import EpochLog
+
+    cfg = load_config(None, [*FAST, "data.subset.per_class=20", "pretrain={task: jigsaw, "
+                                     "epochs: 1, params: {hidden: 8}}"])
+    setup = build_setup(cfg, quiet=True)
+    model = setup.trainer.model
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    rng, gen = torch.get_rng_state(), setup.trainer.generator.get_state()
+    run_pretrain(setup, run_dir=tmp_path, log=EpochLog(tmp_path, False), quiet=True)
+    assert torch.equal(torch.get_rng_state(), rng)
+    assert torch.equal(setup.trainer.generator.get_state(), gen)
+    after = model.state_dict()
+    assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("head."))
+    assert not torch.equal(after["features.convs.0.weight"], before["features.convs.0.weight"])
+    assert all(p.requires_grad for p in model.parameters())
 
 
 def test_jigsaw_run_writes_its_metrics_and_backbone(tmp_path):
