@@ -292,7 +292,7 @@ def test_pretrain_run_then_a_run_started_from_it(tmp_path):
     counts = json.loads((first / "counts.json").read_text())
     assert pre["images"] == sum(counts["train"]) + sum(counts["removed"])  # removed ones too
     ckpt = load_checkpoint(first / "checkpoints" / "pretrained.pt")
-    assert ckpt["task"] == "rotation" and ckpt["epoch"] == 2
+    assert ckpt["task"] == "rotation" and ckpt["epoch"] == 2 and ckpt["backbone"] == "lenet"
     assert all(k.startswith("features.") for k in ckpt["model"])
 
     # the second run starts from the first; a frozen first epoch keeps the backbone as handed over
@@ -338,3 +338,7 @@ def test_jigsaw_run_writes_its_metrics_and_backbone(tmp_path):
     assert {"test_position_acc", "test_permutation_acc", "test_confidence"} <= set(row["pretrain"])
     assert 0.0 <= row["pretrain"]["test_confidence"] <= 100.0
     assert load_checkpoint(run_dir / "checkpoints" / "pretrained.pt")["task"] == "jigsaw"
+    # a lenet backbone does not fit a small_cnn classifier: refused, naming the difference
+    other = build_model("small_cnn", in_channels=1, num_classes=10, image_size=8)
+    with pytest.raises(UserError, match=r"\(a lenet backbone\): backbone tensors missing"):
+        load_backbone(other, run_dir)

@@ -157,6 +157,7 @@ def run_pretrain(setup, *, run_dir: Path, log, quiet: bool) -> dict:
             say(f"pretrain {epoch:>3}/{pc['epochs']}  {shown}  "
                 f"{stats['images_per_s']:.0f} img/s", quiet)
         save_pretrained(run_dir / "checkpoints" / "pretrained.pt", features, task=pc["task"],
-                        epoch=pc["epochs"], extra={"metrics": metrics})
+                        epoch=pc["epochs"], extra={"metrics": metrics,
+                                                   "backbone": cfg["model"]["backbone"]})
     features.train()
     return metrics

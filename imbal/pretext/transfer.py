@@ -66,7 +66,8 @@ def load_backbone(model: nn.Module, source: str | Path) -> list[str]:
     shape = [f"{k} {tuple(theirs[k].shape)} vs {tuple(v.shape)}" for k, v in ours.items()
              if k in theirs and theirs[k].shape != v.shape]
     extra = [k for k in theirs if k not in ours]
-    where = f"model.init_from {source}"
+    where = f"model.init_from {source}" + (f" (a {ckpt['backbone']} backbone)"
+                                            if "backbone" in ckpt else "")
     if missing:
         raise UserError(f"{where}: backbone tensors missing from {path.name}: {_few(missing)}")
     if shape:
