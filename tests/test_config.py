@@ -108,3 +108,20 @@ def test_extends_merges_onto_the_parent(tmp_path):
     loop = write(tmp_path, "extends: loop.yaml\n", "loop.yaml")
     with pytest.raises(UserError, match="loops back"):
         load_config(loop)
+
+
+def test_bundled_sweeps_expand_to_valid_configs():
+    from pathlib import Path
+
+    from imbal.runner import check_names
+    from imbal.sweep import load_sweep
+
+    files = sorted(Path(__file__).resolve().parents[1].glob("configs/sweeps/*.yaml"))
+    assert files
+    for path in files:
+        sweep = load_sweep(path)
+        assert sweep.runs, path
+        for run in sweep.runs:
+            sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
+                    for k, v in {**sweep.common, **run.overrides}.items()]
+            check_names(load_config(sweep.base, sets))
