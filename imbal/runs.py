@@ -124,9 +124,22 @@ def git_revision() -> str | None:
     return rev.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
 
 
+def package_version(name: str) -> str | None:
+    """A package's version without importing it: a run that never touches torchvision (cached
+    image folders, digits) would pay ~2 s of CPU just to print torchvision.__version__."""
+    module = sys.modules.get(name)
+    if module is not None and hasattr(module, "__version__"):
+        return str(module.__version__)
+    from importlib import metadata
+
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
 def provenance(device: torch.device) -> dict:
     import numpy
-    import torchvision
 
     import imbal
 
@@ -139,7 +152,7 @@ def provenance(device: torch.device) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
         "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "imbal": imbal.__version__,
-                     "torch": torch.__version__, "torchvision": torchvision.__version__,
+                     "torch": torch.__version__, "torchvision": package_version("torchvision"),
                      "numpy": numpy.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
