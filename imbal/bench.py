@@ -103,10 +103,14 @@ def format_table(result: dict) -> str:
             lines.append(f"{o['n']:>12,}{o['imbal_s']:>10.4f}  WRS {o['wrs']}")
     st = result.get("startup")
     if st:
-        parts = ", ".join(f"{k} {v:.2f}" for k, v in st["median_phases_s"].items())
-        lines += ["", f"fixed cost to the first training step: {st['median_total_s']:.2f}s wall, "
-                  f"{st['median_cpu_s']:.2f}s CPU (median)", f"  {st['command']}",
-                  f"  phases (s): {parts}"]
+        cpu = st["median_phases_cpu_s"]
+        parts = ", ".join(f"{k} {v:.2f}/{cpu[k]:.2f}" for k, v in st["median_phases_s"].items())
+        lines += ["", f"fixed cost to the first training step: {st['median_total_s']:.2f}s wall "
+                  f"(median; the child's CPU time to exit {st['median_cpu_s']:.2f}s)",
+                  f"  {st['command']}", f"  phases, wall/CPU s: {parts}"]
+        fl = st["floor"]
+        lines.append(f"  floor, a bare torch script to the same point: {fl['median_total_s']:.2f}s ("
+                     + ", ".join(f"{k} {v:.2f}" for k, v in fl["median_phases_s"].items()) + ")")
     lines += ["", "targets:"] + [
         f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: "
         + (f"{t['value']:.2f}" if isinstance(t["value"], float) else f"{t['value']:,}")

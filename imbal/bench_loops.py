@@ -113,9 +113,10 @@ class ImbalLoop:
         from imbal.runs import EpochLog
 
         self.fit = fit
+        self.before = torch.are_deterministic_algorithms_enabled()  # for the other loops
         self.setup = build_setup(cfg, quiet=False)
         self.deterministic = torch.are_deterministic_algorithms_enabled()
-        torch.use_deterministic_algorithms(False)  # process-wide: set again around our epochs
+        torch.use_deterministic_algorithms(self.before)  # process-wide: set around our epochs
         self.run_dir = run_dir
         self.log = EpochLog(run_dir, cfg["logging"]["tensorboard"])
         tr = self.setup.trainer
@@ -140,7 +141,7 @@ class ImbalLoop:
             row = self.fit._epoch(self.setup, tr.cursor.epoch, self.run_dir / "checkpoints",
                                   self.log, quiet=False)
         total = time.perf_counter() - t0
-        torch.use_deterministic_algorithms(False)
+        torch.use_deterministic_algorithms(self.before)
         n = round(row["train"]["images_per_s"] * row["train"]["seconds"])
         return n, {"c": self.train_s, "c_fit": total}
 
@@ -165,9 +166,8 @@ def build_workload(key: str, cfg: dict, dataset_a: Callable | None, *, workers: 
     imbal = ImbalLoop(cfg, tmp / key)
     setup = imbal.setup
     images, targets = setup.data.train.images, setup.data.train.targets
-    x = images.float()
-    mean, std = x.mean(dim=(0, 2, 3)) / 255.0, x.std(dim=(0, 2, 3)) / 255.0
-    del x
+    stats = setup.trainer.normalizer.state()  # the same constants in every loop
+    mean, std = torch.tensor(stats["mean"]), torch.tensor(stats["std"])
     bs, n = cfg["train"]["batch_size"], targets.numel()
     gen = torch.Generator().manual_seed(0)
     loops = []

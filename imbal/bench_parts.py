@@ -106,9 +106,9 @@ def _over_limit(n: int, num_classes: int, ratio: float, gen: torch.Generator) ->
 
 CHILD = r"""
 import json, os, sys, time
-MARKS = [("python", time.time())]
+MARKS = [("python", time.time(), time.process_time())]
 def mark(label):
-    MARKS.append((label, time.time()))
+    MARKS.append((label, time.time(), time.process_time()))
 import torch
 mark("import torch")
 import imbal.cli, imbal.config, imbal.engine, imbal.runner, imbal.runs
@@ -137,11 +137,24 @@ sys.exit(imbal.cli.main(sys.argv[1:]))
 """
 
 
-def run_to_first_step(argv: list[str], env: dict | None = None) -> dict:
+# The floor under any PyTorch training script here: import torch, a model, torch.optim.
+FLOOR = r"""
+import json, time
+MARKS = [("python", time.time(), time.process_time())]
+import torch
+MARKS.append(("import torch", time.time(), time.process_time()))
+model = torch.nn.Sequential(torch.nn.Conv2d(1, 6, 5), torch.nn.Flatten(), torch.nn.Linear(3456, 10))
+opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9)
+MARKS.append(("model + optimizer", time.time(), time.process_time()))
+print(json.dumps(MARKS), flush=True)
+"""
+
+
+def run_to_first_step(argv: list[str], env: dict | None = None, script: str = CHILD) -> dict:
     """Launch `python -c CHILD train ...`; seconds from launch to each phase's end."""
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.time()
-    proc = subprocess.run([sys.executable, "-c", CHILD, *argv], capture_output=True, text=True,
+    proc = subprocess.run([sys.executable, "-c", script, *argv], capture_output=True, text=True,
                           env=env, timeout=300)
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("[[")]
@@ -154,13 +167,15 @@ def run_to_first_step(argv: list[str], env: dict | None = None) -> dict:
 
 
 def phases(t0: float, marks: list[list]) -> dict:
-    """Marks (label, wall time at the end of that phase) -> seconds per phase and in total.
-    The first phase, "python", is interpreter start-up up to the first line of the script."""
-    out, prev = {}, t0
-    for label, t in marks:
-        out[label] = out.get(label, 0.0) + (t - prev)
-        prev = t
-    return {"total_s": prev - t0, "phases_s": out}
+    """Marks (label, wall time and process CPU time at the end of that phase) -> wall and CPU
+    seconds per phase and in total. The first phase, "python", is interpreter start-up up to
+    the first line of the script (its CPU time is what the child had used by then)."""
+    wall, cpu, prev, prev_cpu = {}, {}, t0, 0.0
+    for label, t, c in marks:
+        wall[label] = wall.get(label, 0.0) + (t - prev)
+        cpu[label] = cpu.get(label, 0.0) + (c - prev_cpu)
+        prev, prev_cpu = t, c
+    return {"total_s": prev - t0, "phases_s": wall, "phases_cpu_s": cpu}
 
 
 def bench_startup(config: str, overrides: list[str], repeats: int, out_dir: str,
@@ -170,14 +185,24 @@ def bench_startup(config: str, overrides: list[str], repeats: int, out_dir: str,
         argv += ["--set", o]
     env = dict(os.environ)
     run_to_first_step(argv, env)  # untimed: page cache, like any run after the first
-    runs = []
-    for r in range(repeats):
+    runs, floor = [], []
+    for r in range(repeats):  # interleaved with the floor: a bare torch script's start-up
         runs.append(run_to_first_step(argv, env))
+        floor.append(run_to_first_step([], env, FLOOR))
         say(f"  startup repeat {r + 1}/{repeats}: {runs[-1]['total_s']:.2f}s to the first step "
-            f"({runs[-1]['cpu_s']:.2f}s CPU)")
+            f"(bare torch script {floor[-1]['total_s']:.2f}s)")
     labels = list(runs[0]["phases_s"])
-    med = {k: float(statistics.median(r["phases_s"].get(k, 0.0) for r in runs)) for k in labels}
+
+    def med(key: str) -> dict:
+        return {k: float(statistics.median(r[key].get(k, 0.0) for r in runs)) for k in labels}
+
     return {"command": "imbal " + " ".join(argv), "runs": runs,
             "median_total_s": float(statistics.median(r["total_s"] for r in runs)),
             "median_cpu_s": float(statistics.median(r["cpu_s"] for r in runs)),
-            "median_phases_s": med}
+            "median_phases_s": med("phases_s"), "median_phases_cpu_s": med("phases_cpu_s"),
+            "floor": {"what": "python -c: import torch, a small nn.Sequential, torch.optim.SGD",
+                      "runs": floor,
+                      "median_total_s": float(statistics.median(f["total_s"] for f in floor)),
+                      "median_phases_s": {k: float(statistics.median(f["phases_s"][k]
+                                                                     for f in floor))
+                                          for k in floor[0]["phases_s"]}}}
