@@ -64,10 +64,13 @@ def check_names(cfg: dict) -> None:
     SCHEDULES.get(cfg["train"]["schedule"]["name"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
     if cfg["pretrain"] is not None:
-        from imbal.pretext import TASKS
+        from imbal.pretext import check_params
 
-        TASKS.get(cfg["pretrain"]["task"])
+        check_params(cfg["pretrain"]["task"], cfg["pretrain"]["params"])
         OPTIMIZERS.get(cfg["pretrain"]["optimizer"]["name"])
+        if cfg["model"]["init_from"]:
+            raise UserError("give either pretrain or model.init_from: the loaded backbone would "
+                            "replace the pretrained one")
 
 
 @dataclass
