@@ -69,8 +69,8 @@ def check_names(cfg: dict) -> None:
         check_params(cfg["pretrain"]["task"], cfg["pretrain"]["params"])
         OPTIMIZERS.get(cfg["pretrain"]["optimizer"]["name"])
         if cfg["model"]["init_from"]:
-            raise UserError("give either pretrain or model.init_from: the loaded backbone would "
-                            "replace the pretrained one")
+            raise UserError("pretrain and model.init_from are both set: the loaded backbone "
+                            "would replace the pretrained one; give one of them")
 
 
 @dataclass

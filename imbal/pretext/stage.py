@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 from imbal.data.batches import batch_slices
-from imbal.errors import NonFiniteLoss, UserError
+from imbal.errors import NonFiniteLoss
 from imbal.optim import build_optimizer
 from imbal.pretext.base import PretextTask, build_task
 from imbal.pretext.transfer import save_pretrained
@@ -113,9 +113,6 @@ def run_pretrain(setup, *, run_dir: Path, log, quiet: bool) -> dict:
 
     cfg, tr, device = setup.cfg, setup.trainer, setup.device
     pc, seed = cfg["pretrain"], cfg["seeds"]["train"]
-    if cfg["model"]["init_from"]:
-        raise UserError("pretrain and model.init_from are both set: the loaded backbone would "
-                        "replace the pretrained one; use one of them")
     features = tr.model.features
     data = setup.data
     with torch.random.fork_rng(devices=_cuda_devices(device)):
