@@ -89,7 +89,10 @@ class ClassSampler:
         fdtype = torch.float32 if device.type == "mps" else torch.float64  # no float64 on MPS
         self.counts_f = counts.to(fdtype)
         keep, alias = alias_table(self.class_probs)
-        self.keep, self.alias = keep.to(device, fdtype), alias.to(device)
+        # The class uniform: float32 (half the generator's work) while frac(u*C) keeps >= 14
+        # bits, i.e. up to 1024 classes; the image uniform stays float64 (floor(v*N), large N).
+        self.udtype = torch.float32 if num_classes <= 1024 else fdtype
+        self.keep, self.alias = keep.to(device, self.udtype), alias.to(device)
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -100,11 +103,13 @@ class ClassSampler:
         n, dev, c = self.epoch_size, self.device, self.class_probs.numel()
         out = torch.empty(n, dtype=torch.long, device=dev)
         m = max(1, min(n, _CHUNK if dev.type == "cpu" else n))
-        u = torch.empty(m, dtype=self.counts_f.dtype, device=generator.device)
+        u = torch.empty(m, dtype=self.udtype, device=generator.device)
+        v = torch.empty(m, dtype=self.counts_f.dtype, device=generator.device)
         col = torch.empty(m, dtype=torch.long, device=dev)
         tmp = torch.empty(m, dtype=torch.long, device=dev)
         tmp2 = torch.empty(m, dtype=torch.long, device=dev)
         ftmp = torch.empty(m, dtype=self.counts_f.dtype, device=dev)
+        utmp = torch.empty(m, dtype=self.udtype, device=dev)
         below = torch.empty(m, dtype=torch.bool, device=dev)
         with _one_thread(dev):
             for start in range(0, n, m):
@@ -113,11 +118,11 @@ class ClassSampler:
                 # The class: column floor(u*C), kept if frac(u*C) < keep, else its alias.
                 x = torch.rand(k, generator=generator, out=u[:k]).to(dev).mul_(c)
                 ck.copy_(x)  # truncation = floor (x >= 0)
-                torch.lt(x.frac_(), torch.index_select(self.keep, 0, ck, out=fk), out=bk)
+                torch.lt(x.frac_(), torch.index_select(self.keep, 0, ck, out=utmp[:k]), out=bk)
                 torch.where(bk, ck, torch.index_select(self.alias, 0, ck, out=tk), out=ck)
                 # The image: floor(v * N_class) < N_class for v < 1, from the class's first.
-                v = torch.rand(k, generator=generator, out=u[:k]).to(dev)
-                tk.copy_(v.mul_(torch.index_select(self.counts_f, 0, ck, out=fk)))
+                vk = torch.rand(k, generator=generator, out=v[:k]).to(dev)
+                tk.copy_(vk.mul_(torch.index_select(self.counts_f, 0, ck, out=fk)))
                 tk.add_(torch.index_select(self.starts, 0, ck, out=tmp2[:k]))
                 torch.index_select(self.by_class, 0, tk, out=out[start:start + k])
         return out
