@@ -75,10 +75,11 @@ def format_table(result: dict) -> str:
              + (" [quick]" if result["settings"]["quick"] else "")]
     tp = result.get("throughput", {})
     if tp:
-        cols = ["a_w0", "a_w2", "a_tensor", "b", "c", "c_fit"]
+        cols = ["a_w0", "a_w2", "a_tensor", "b", "c", "c_fit", "c_cl", "c_cl_bf16"]
         lines += ["", "training images/s (median; whole epochs; a=DataLoader per-sample, w=workers,"
                   " a_tensor=DataLoader over tensors, b=bare loop, c=imbal train_epoch,"
-                  " c_fit=imbal whole fit epoch incl. eval)",
+                  " c_fit=imbal whole fit epoch incl. eval; c_cl, c_cl_bf16=imbal train_epoch"
+                  " with train.channels_last (and train.amp=bfloat16))",
                   f"{'workload':<18}" + "".join(f"{c:>10}" for c in cols)
                   + f"{'c/b':>7}{'c/a':>7}"]
         for key, w in tp.items():

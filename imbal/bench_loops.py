@@ -107,12 +107,12 @@ def loader_loop(name, model, opt, loader, device, mean=None, std=None) -> Loop:
 class ImbalLoop:
     """(c): build_setup as `imbal train` does, then fit's own epoch function per call."""
 
-    def __init__(self, cfg: dict, run_dir: Path):
+    def __init__(self, cfg: dict, run_dir: Path, label: str = "c"):
         from imbal import fit
         from imbal.runner import build_setup
         from imbal.runs import EpochLog
 
-        self.fit = fit
+        self.fit, self.label = fit, label
         self.before = torch.are_deterministic_algorithms_enabled()  # for the other loops
         self.setup = build_setup(cfg, quiet=False)
         self.deterministic = torch.are_deterministic_algorithms_enabled()
@@ -143,6 +143,8 @@ class ImbalLoop:
         total = time.perf_counter() - t0
         torch.use_deterministic_algorithms(self.before)
         n = round(row["train"]["images_per_s"] * row["train"]["seconds"])
+        if self.label != "c":  # a variant (e.g. channels_last): its train_epoch only
+            return n, {self.label: self.train_s}
         return n, {"c": self.train_s, "c_fit": total}
 
 
@@ -158,7 +160,7 @@ def _same_model(setup, device: torch.device):
 
 
 def build_workload(key: str, cfg: dict, dataset_a: Callable | None, *, workers: list[int],
-                   device: torch.device, tmp: Path) -> Workload:
+                   device: torch.device, tmp: Path, variants: dict | None = None) -> Workload:
     """The loops of one workload. `dataset_a(n, mean, std, gen)` is the torchvision Dataset a
     user would write for (a), cut to the n images imbal trains on (None: no (a) loops)."""
     from torch.utils.data import DataLoader, TensorDataset
@@ -185,11 +187,16 @@ def build_workload(key: str, cfg: dict, dataset_a: Callable | None, *, workers: 
     m, o = _same_model(setup, device)
     bare = bare_loop(m, o, images, targets, mean, std, bs, device, gen)
     loops += [bare, Loop("c", imbal.epoch)]
+    closers = [imbal.log.close]
+    for label, vcfg in (variants or {}).items():  # imbal with speed options a user can set
+        v = ImbalLoop(vcfg, tmp / f"{key}-{label}", label)
+        loops.append(Loop(label, v.epoch))
+        closers.append(v.log.close)
     _warm_up(m, o, images, targets, mean, std, bs, device)
     opt = cfg["train"]["optimizer"]
     text = (f"{cfg['model']['backbone']} on {setup.data.name} ({n} train images, batch {bs}, "
             f"{opt['name']} lr {opt['lr']})")
-    return Workload(key, text, n, loops, imbal.log.close)
+    return Workload(key, text, n, loops, lambda: [close() for close in closers])
 
 
 def _warm_up(model, opt, images, targets, mean, std, bs, device) -> None:
@@ -210,7 +217,9 @@ def measure(workload: Workload, repeats: int, say: Callable[[str], None] = print
     """Run the loops interleaved `repeats` times; images/s per repeat, medians, ratios."""
     per: dict[str, list[float]] = {}
     for r in range(repeats):
-        for loop in workload.loops:
+        # ABBA order (a b c, c b a, ...): a slow drift in the machine's load hits every loop
+        # alike instead of always the one measured last.
+        for loop in workload.loops if r % 2 == 0 else workload.loops[::-1]:
             n, seconds = loop.epoch()
             for label, s in seconds.items():
                 per.setdefault(label, []).append(n / s)
@@ -224,6 +233,9 @@ def summarize(describe: str, images: int, per: dict[str, list[float]]) -> dict:
     a_keys = [k for k in med if k.startswith("a_w")]
     a_best = max(a_keys, key=med.get) if a_keys else None
     ratios = {"c_over_b": med["c"] / med["b"], "c_fit_over_b": med["c_fit"] / med["b"]}
+    ratios.update({f"{k}_over_b": med[k] / med["b"] for k in med if k.startswith("c_cl")})
+    # A check on the ratio of medians: the median of each repeat's own c/b (same minute).
+    ratios["paired_c_over_b"] = median([c / b for c, b in zip(per["c"], per["b"], strict=True)])
     if a_best:
         ratios["c_over_a"] = med["c"] / med[a_best]
         ratios["b_over_a"] = med["b"] / med[a_best]
@@ -234,6 +246,9 @@ def summarize(describe: str, images: int, per: dict[str, list[float]]) -> dict:
 # ---------------------------------------------------------------------- the two real workloads
 
 
+# imbal with options from its config that may pay on a CPU: channels_last, bfloat16 autocast.
+VARIANTS = {"c_cl": ["train.channels_last=true"],
+            "c_cl_bf16": ["train.channels_last=true", "train.amp=bfloat16"]}
 QUICK = ["data.subset.test_per_class=50"]  # --quick: a fit epoch's evaluation stays small
 
 
@@ -250,6 +265,8 @@ def mnist_workload(root: str, quick: bool, **kw) -> Workload:
 
     over = [f"data.root={root}"] + (QUICK + ["data.subset.total=4000"] if quick else [])
     cfg = load_config(CONFIGS / "mnist_lenet_step.yaml", over)
+    kw["variants"] = {k: load_config(CONFIGS / "mnist_lenet_step.yaml", over + v)
+                      for k, v in VARIANTS.items() if k in ("c_cl",)}
 
     def dataset_a(n, mean, std, gen):
         tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])
@@ -266,6 +283,8 @@ def cifar_workload(root: str, quick: bool, **kw) -> Workload:
     folder = os.path.join(root, "cifar10-jpeg")
     over = [f"data.root={folder}"] + (QUICK + ["data.subset.total=2000"] if quick else [])
     cfg = load_config(CONFIGS / "cifar_small_cnn_step.yaml", over)
+    kw["variants"] = {k: load_config(CONFIGS / "cifar_small_cnn_step.yaml", over + v)
+                      for k, v in VARIANTS.items()}
 
     def dataset_a(n, mean, std, gen):
         tf = transforms.Compose([transforms.ToTensor(), transforms.Normalize(mean, std)])

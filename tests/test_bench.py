@@ -66,7 +66,8 @@ def test_summarize_takes_the_faster_dataloader_and_medians():
     res = bench_loops.summarize("x", 123, per)
     assert res["a_best"] == "a_w2"  # median 40 beats 20
     assert res["ratios"] == {"c_over_b": 95.0 / 90.0, "c_fit_over_b": 55.0 / 90.0,
-                             "c_over_a": 95.0 / 40.0, "b_over_a": 90.0 / 40.0}
+                             "c_over_a": 95.0 / 40.0, "b_over_a": 90.0 / 40.0,
+                             "paired_c_over_b": 99.0 / 100.0}  # of 0.99, 1.06, 0.875
 
 
 def test_sampler_bench_structure_and_speedups():
