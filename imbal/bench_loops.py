@@ -234,6 +234,8 @@ def summarize(describe: str, images: int, per: dict[str, list[float]]) -> dict:
     a_best = max(a_keys, key=med.get) if a_keys else None
     ratios = {"c_over_b": med["c"] / med["b"], "c_fit_over_b": med["c_fit"] / med["b"]}
     ratios.update({f"{k}_over_b": med[k] / med["b"] for k in med if k.startswith("c_cl")})
+    if a_best:
+        ratios.update({f"{k}_over_a": med[k] / med[a_best] for k in med if k.startswith("c_cl")})
     # A check on the ratio of medians: the median of each repeat's own c/b (same minute).
     ratios["paired_c_over_b"] = median([c / b for c, b in zip(per["c"], per["b"], strict=True)])
     if a_best:
