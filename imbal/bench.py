@@ -112,7 +112,8 @@ def format_table(result: dict) -> str:
         fl = st["floor"]
         lines.append(f"  floor, a bare torch script to the same point: {fl['median_total_s']:.2f}s ("
                      + ", ".join(f"{k} {v:.2f}" for k, v in fl["median_phases_s"].items()) + ")")
-    lines += ["", "targets:"] + [
+    quick = " (--quick: tiny epochs, 1 repeat; indicative only)" if result["settings"]["quick"] else ""
+    lines += ["", f"targets{quick}:"] + [
         f"  [{'met' if t['met'] else 'MISSED'}] {t['target']}: "
         + (f"{t['value']:.2f}" if isinstance(t["value"], float) else f"{t['value']:,}")
         + f" (need {t['need']})" for t in result["targets"]]

@@ -61,6 +61,8 @@ def bench_samplers(sizes: list[int], repeats: int, over_limit: int | None,
                  "wrs": lambda w=wrs: list(w),  # as a DataLoader consumes it: Python ints
                  "multinomial": lambda w=weights, n=n: torch.multinomial(w, n, True, generator=gen)}
         times: dict[str, list[float]] = {k: [] for k in draws}
+        for draw in draws.values():  # untimed: first-call allocations and thread set-up
+            draw()
         for _ in range(repeats):  # interleaved
             for k, draw in draws.items():
                 times[k].append(_time(draw))
