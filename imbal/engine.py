@@ -92,7 +92,7 @@ class Trainer:
                  amp: str = "auto", grad_clip: float | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, generator: torch.Generator,
                  channels_last: bool = False, freeze_backbone_epochs: int = 0,
-                 log_every: int = 50, progress: bool = True, compile: bool = False):
+                 log_every: int = 50, compile: bool = False):
         self.model, self.plan = model, plan
         # Compiled forward for the arithmetic; state (checkpoints) always from the plain module.
         self.forward = torch.compile(model) if compile else model
@@ -104,7 +104,7 @@ class Trainer:
         self.grad_clip, self.batch_size, self.eval_batch_size = grad_clip, batch_size, eval_batch_size
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         self.freeze_backbone_epochs = freeze_backbone_epochs
-        self.log_every, self.progress = log_every, progress
+        self.log_every = log_every
         self.cursor = EpochCursor()
         self.stop = StopFlag()
         self.images, self.targets = plan.images, plan.targets

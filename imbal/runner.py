@@ -25,7 +25,6 @@ from imbal.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from imbal.remedies import build_plan
 from imbal.remedies.plan import check_composition, parse_remedies
 from imbal.runs import (
-    EpochLog,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
@@ -82,7 +81,6 @@ class Setup:
     device: torch.device
     trainer: Trainer
     groups: Groups
-    log: EpochLog | None = None
 
 
 def seed_everything_local(seed: int) -> None:
@@ -130,7 +128,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
         device=device, amp=tr["amp"], grad_clip=tr["grad_clip"], batch_size=tr["batch_size"],
         eval_batch_size=ev["batch_size"], generator=gen, channels_last=tr["channels_last"],
         freeze_backbone_epochs=cfg["model"]["freeze_backbone_epochs"],
-        log_every=cfg["logging"]["log_every"], progress=not quiet, compile=tr["compile"])
+        log_every=cfg["logging"]["log_every"], compile=tr["compile"])
     groups = Groups.make(plan.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups)
 
