@@ -84,7 +84,8 @@ def _module_command(module: str):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="imbal", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(
+        prog="imbal", description="Experiment runner for class-imbalance studies in image classification.")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one run from a YAML config")
     _config_args(p, config_required=False)
