@@ -19,6 +19,7 @@ from torch import nn
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
 from imbal.errors import NonFiniteLoss, UserError
 from imbal.metrics import confusion_update
+from imbal.optimizers import EpochSchedule, Optimizer
 
 
 class Interrupted(Exception):
@@ -88,7 +89,7 @@ class StopFlag:
 
 class Trainer:
     def __init__(self, model: nn.Module, plan, *, normalizer: Normalizer, augment: BatchAugment,
-                 optimizer: torch.optim.Optimizer, scheduler, device: torch.device,
+                 optimizer: Optimizer, scheduler: EpochSchedule, device: torch.device,
                  amp: str = "auto", grad_clip: float | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, generator: torch.Generator,
                  channels_last: bool = False, freeze_backbone_epochs: int = 0,
