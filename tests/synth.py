@@ -9,6 +9,7 @@ All writers return the exact arrays they wrote, so tests can compare pixels and 
 labels int64 N, in file order). Labels are shuffled with ``seed``, so label order matters.
 
     write_mnist_idx(root, 3, 2)           -> root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
+    write_idx(path, uint8_array)          -> one IDX file (for damaged-file tests)
     write_fashion_mnist_idx(root, 3, 2)   -> root/FashionMNIST/raw/...
     write_cifar10_batches(root, 3, 2)     -> root/cifar-10-batches-py/data_batch_1..5, test_batch,
                                              batches.meta
@@ -70,13 +71,17 @@ def write_mnist_idx(root: str, n_train_per_class: int, n_test_per_class: int,
     raw = os.path.join(root, folder, "raw")
     os.makedirs(raw, exist_ok=True)
     for split, prefix in (("train", "train"), ("test", "t10k")):
-        images = data[f"{split}_images"][:, 0]
-        labels = data[f"{split}_labels"].astype(np.uint8)
-        with open(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), "wb") as f:
-            f.write(struct.pack(">iiii", 0x0803, len(images), size, size) + images.tobytes())
-        with open(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), "wb") as f:
-            f.write(struct.pack(">ii", 0x0801, len(labels)) + labels.tobytes())
+        write_idx(os.path.join(raw, f"{prefix}-images-idx3-ubyte"), data[f"{split}_images"][:, 0])
+        write_idx(os.path.join(raw, f"{prefix}-labels-idx1-ubyte"), data[f"{split}_labels"])
     return data
+
+
+def write_idx(path: str, array: np.ndarray) -> None:
+    """One uncompressed IDX file of unsigned bytes: 0x00 0x00 0x08 ndim, the sizes, the data."""
+    array = np.ascontiguousarray(array, dtype=np.uint8)
+    header = struct.pack(f">BBBB{array.ndim}I", 0, 0, 0x08, array.ndim, *array.shape)
+    with open(path, "wb") as f:
+        f.write(header + array.tobytes())
 
 
 def write_fashion_mnist_idx(root: str, n_train_per_class: int, n_test_per_class: int,

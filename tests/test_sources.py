@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import os
+import pickle
+import struct
+import subprocess
+import sys
 from urllib.error import URLError
 
 import numpy as np
@@ -12,6 +16,7 @@ from synth import (
     CIFAR10_CLASSES,
     write_cifar10_batches,
     write_fashion_mnist_idx,
+    write_idx,
     write_image_folder,
     write_mnist_idx,
 )
@@ -109,12 +114,124 @@ def test_download_failure_is_a_user_error(tmp_path, monkeypatch):
         load_source("cifar10", root=str(tmp_path), download=True)
 
 
-def test_damaged_file_is_a_user_error(tmp_path):
-    write_mnist_idx(str(tmp_path), 1, 1)
-    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
-    path.write_bytes(path.read_bytes()[:100])
-    with pytest.raises(UserError, match="mnist: could not read the files under"):
+def _cifar10_without_md5() -> type:
+    """torchvision's CIFAR10 with its md5 checks reduced to "file exists" (synthetic batches)."""
+    from torchvision.datasets import CIFAR10
+
+    class _CIFAR10(CIFAR10):
+        train_list = [[name, None] for name, _ in CIFAR10.train_list]
+        test_list = [[name, None] for name, _ in CIFAR10.test_list]
+        meta = {**CIFAR10.meta, "md5": None}
+
+    return _CIFAR10
+
+
+@pytest.mark.parametrize("name, tv_name, write", [
+    ("mnist", "MNIST", write_mnist_idx),
+    ("fashion_mnist", "FashionMNIST", write_fashion_mnist_idx),
+    ("cifar10", "CIFAR10", write_cifar10_batches),
+])
+def test_same_as_torchvision(tmp_path, name, tv_name, write):
+    """imbal's readers give exactly torchvision's tensors and class names on the same files."""
+    import torchvision.datasets as tvd
+
+    write(str(tmp_path), 4, 3, seed=5)
+    ds = load_source(name, root=str(tmp_path))
+    make = _cifar10_without_md5() if name == "cifar10" else getattr(tvd, tv_name)
+    for split, train in ((ds.train, True), (ds.test, False)):
+        tv = make(root=str(tmp_path), train=train)
+        images = torch.as_tensor(tv.data)  # MNIST: N×H×W tensor; CIFAR10: N×H×W×C numpy
+        images = images.permute(0, 3, 1, 2) if name == "cifar10" else images.unsqueeze(1)
+        assert torch.equal(split.images, images.contiguous())
+        assert torch.equal(split.targets, torch.as_tensor(tv.targets, dtype=torch.int64))
+        assert ds.classes == list(tv.classes)  # MNIST's: the class attribute, pinned here
+
+
+def _idx_error(tmp_path, name: str, content: bytes) -> str:
+    """The one-line UserError for MNIST whose file ``name`` holds ``content``; checks the path."""
+    write_mnist_idx(str(tmp_path), 2, 1)
+    path = tmp_path / "MNIST" / "raw" / name
+    path.write_bytes(content)
+    with pytest.raises(UserError) as err:
         load_source("mnist", root=str(tmp_path))
+    msg = str(err.value)
+    assert msg.startswith(f"mnist: could not read {path}: ") and "\n" not in msg
+    return msg
+
+
+def test_idx_truncated_or_over_long(tmp_path):
+    path = tmp_path / "MNIST" / "raw" / "train-images-idx3-ubyte"
+    write_mnist_idx(str(tmp_path), 2, 1)
+    good = path.read_bytes()
+    assert "truncated: 100 bytes, but a 20×28×28 header needs 15696" in _idx_error(
+        tmp_path, path.name, good[:100])
+    assert "over-long: 15697 bytes" in _idx_error(tmp_path, path.name, good + b"\0")
+    assert "truncated: 10 bytes, shorter than its 16-byte header" in _idx_error(
+        tmp_path, path.name, good[:10])
+
+
+def test_idx_bad_header(tmp_path):
+    good = struct.pack(">BBBBI", 0, 0, 8, 1, 20) + bytes(20)
+    name = "train-labels-idx1-ubyte"
+    assert "not an IDX file" in _idx_error(tmp_path, name, b"\x1f\x8b" + good[2:])  # gzip
+    assert "not an IDX file" in _idx_error(tmp_path, name, b"")
+    assert "data type byte is 0x0D, expected 0x08" in _idx_error(  # float32
+        tmp_path, name, good[:2] + b"\x0d" + good[3:])
+    three_dims = struct.pack(">BBBBIII", 0, 0, 8, 3, 20, 1, 1) + bytes(20)
+    assert "it has 3 dimensions, expected 1" in _idx_error(tmp_path, name, three_dims)
+    bad_label = struct.pack(">BBBBI", 0, 0, 8, 1, 20) + bytes([10] + [0] * 19)
+    assert "label 10 is outside 0..9" in _idx_error(tmp_path, name, bad_label)
+
+
+def test_idx_count_mismatch(tmp_path):
+    write_mnist_idx(str(tmp_path), 2, 1)
+    raw = tmp_path / "MNIST" / "raw"
+    write_idx(str(raw / "t10k-labels-idx1-ubyte"), np.zeros(9, dtype=np.uint8))
+    with pytest.raises(UserError) as err:
+        load_source("mnist", root=str(tmp_path))
+    assert str(err.value) == (f"mnist: {raw / 't10k-images-idx3-ubyte'} holds 10 images but "
+                              f"{raw / 't10k-labels-idx1-ubyte'} holds 9 labels")
+
+
+def test_cifar10_damaged_batch(tmp_path):
+    write_cifar10_batches(str(tmp_path), 2, 1)
+    folder = tmp_path / "cifar-10-batches-py"
+    path = folder / "data_batch_3"
+    good = path.read_bytes()
+
+    def error() -> str:
+        with pytest.raises(UserError) as err:
+            load_source("cifar10", root=str(tmp_path))
+        msg = str(err.value)
+        assert msg.startswith(f"cifar10: could not read {path}: ") and "\n" not in msg
+        return msg
+
+    path.write_bytes(good[: len(good) // 2])
+    assert "not a readable pickle" in error()
+    path.write_bytes(b"garbage")
+    assert "not a readable pickle" in error()
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((4, 1024), np.uint8), "labels": [0] * 4}, f)
+    assert "'data' is a uint8 N×3072 array, got uint8 (4, 1024)" in error()
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((4, 3072), np.uint8), "labels": [0] * 3}, f)
+    assert "expected 4 integer 'labels'" in error()
+    with open(path, "wb") as f:
+        pickle.dump({"data": np.zeros((4, 3072), np.uint8), "labels": [0, 1, 2, 10]}, f)
+    assert "label 10 is outside 0..9" in error()
+    path.write_bytes(good)
+    (folder / "batches.meta").write_bytes(pickle.dumps(["not", "a", "dict"]))
+    with pytest.raises(UserError, match=r"cifar10: could not read .*batches\.meta: expected a dict"):
+        load_source("cifar10", root=str(tmp_path))
+
+
+def test_loading_idx_does_not_import_torchvision(tmp_path):
+    write_mnist_idx(str(tmp_path), 2, 1)
+    code = ("import sys; from imbal.data.sources import load_source; "
+            f"ds = load_source('mnist', root={str(tmp_path)!r}); assert len(ds.train) == 20; "
+            "assert 'torchvision' not in sys.modules, 'torchvision was imported'")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
 
 
 def test_resolve_root(tmp_path, monkeypatch):

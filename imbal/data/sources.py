@@ -3,18 +3,24 @@
 Registered sources (``SOURCES.names()``):
 
 - ``digits``: scikit-learn's bundled 8×8 digits (1,797 real images, no download).
-- ``mnist``, ``fashion_mnist``: torchvision's IDX readers, files under ROOT/MNIST/raw/ and
-  ROOT/FashionMNIST/raw/.
-- ``cifar10``: torchvision's pickle-batch reader, files under ROOT/cifar-10-batches-py/.
+- ``mnist``, ``fashion_mnist``: uncompressed IDX files under ROOT/MNIST/raw/ and
+  ROOT/FashionMNIST/raw/, read by imbal (same tensors and class names as torchvision's readers).
+- ``cifar10``: the pickled batches under ROOT/cifar-10-batches-py/, read by imbal likewise.
 - ``imagefolder``: ROOT/train/<class>/* and ROOT/test/<class>/* (see imbal/data/imagefolder.py).
+
+mnist, fashion_mnist and cifar10 keep torchvision's file layouts, but torchvision is imported
+only to download missing files (``data.download: true``) or to resize (``data.image_size``):
+loading files already there at their own size never imports it.
 
 Every builder takes ``root: str, download: bool, image_size: int | None``.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import struct
 from dataclasses import dataclass
 from typing import Any
 
@@ -128,7 +134,7 @@ def _digits(root: str, download: bool, image_size: int | None) -> Dataset:
     )
 
 
-# ---------------------------------------------------------------- torchvision formats
+# ---------------------------------------------------------------- IDX and CIFAR-10 files
 
 _IDX_FILES = [
     "train-images-idx3-ubyte",
@@ -136,31 +142,23 @@ _IDX_FILES = [
     "t10k-images-idx3-ubyte",
     "t10k-labels-idx1-ubyte",
 ]
+_MNIST_CLASSES = [
+    "0 - zero", "1 - one", "2 - two", "3 - three", "4 - four",
+    "5 - five", "6 - six", "7 - seven", "8 - eight", "9 - nine",
+]
+_FASHION_MNIST_CLASSES = [
+    "T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",
+    "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot",
+]
 _CIFAR_FOLDER = "cifar-10-batches-py"
-_CIFAR_FILES = [f"data_batch_{i}" for i in range(1, 6)] + ["test_batch", "batches.meta"]
+_CIFAR_TRAIN = [f"data_batch_{i}" for i in range(1, 6)]
+_CIFAR_FILES = _CIFAR_TRAIN + ["test_batch", "batches.meta"]
 
 
-def _cifar10_class() -> type:
-    """torchvision's CIFAR10 reader with the md5 checks reduced to "file exists".
-
-    torchvision refuses any batch whose md5 differs from the official archive, which would
-    refuse re-packed or synthetic batches that are in the right format. A damaged file still
-    fails when it is unpickled, and that failure becomes a UserError in _read_torchvision.
-    """
-    from torchvision.datasets import CIFAR10
-
-    class _CIFAR10(CIFAR10):
-        train_list = [[name, None] for name, _ in CIFAR10.train_list]
-        test_list = [[name, None] for name, _ in CIFAR10.test_list]
-        meta = {**CIFAR10.meta, "md5": None}
-
-    return _CIFAR10
-
-
-def _read_torchvision(
-    key: str, make: Any, root: str, download: bool, folder: str, files: list[str]
-) -> tuple[Split, Split, list[str]]:
-    """Run a torchvision reader for both splits, turning every failure into one UserError line."""
+def _find_files(key: str, root: str, download: bool, folder: str, files: list[str],
+                tv_name: str) -> str:
+    """ROOT/folder, checked to hold ``files``. Missing files are a UserError, or with
+    ``download`` are fetched by torchvision.datasets.<tv_name>: the only import of torchvision."""
     where = os.path.join(root, folder)
     missing = [os.path.join(where, f) for f in files if not os.path.isfile(os.path.join(where, f))]
     if missing and not download:
@@ -170,8 +168,10 @@ def _read_torchvision(
             f"(needs internet) or set data.root / IMBAL_DATA to a directory holding {folder}/"
         )
     if missing:
+        import torchvision.datasets
+
         try:
-            make(root=root, train=True, download=True)
+            getattr(torchvision.datasets, tv_name)(root=root, train=True, download=True)
         except Exception as e:  # no internet, unwritable root, bad archive: all user-fixable
             first = (str(e).strip().splitlines() or [type(e).__name__])[0]
             raise UserError(
@@ -179,49 +179,123 @@ def _read_torchvision(
                 f"files there yourself, or set data.root / IMBAL_DATA to a directory holding "
                 f"{folder}/"
             ) from e
-    splits = []
+    return where
+
+
+def _read(key: str, path: str, reader: Any, *args: Any) -> Any:
+    """``reader(path, *args)``, with a missing or malformed file (OSError, ValueError) turned
+    into one UserError line naming the file."""
     try:
-        for train in (True, False):
-            ds = make(root=root, train=train, download=False)
-            images = torch.as_tensor(np.asarray(ds.data))
-            targets = torch.as_tensor(np.asarray(ds.targets), dtype=torch.int64)
-            splits.append((images, targets))
-        classes = [str(c) for c in ds.classes]
-    except (RuntimeError, OSError, EOFError, ValueError, KeyError, AssertionError,
-            pickle.UnpicklingError) as e:
-        raise UserError(f"{key}: could not read the files under {where}: {e}") from e
-    return Split(*splits[0]), Split(*splits[1]), classes
+        return reader(path, *args)
+    except (OSError, ValueError) as e:
+        raise UserError(f"{key}: could not read {path}: {e}") from e
 
 
-def _idx_source(key: str, tv_name: str) -> None:
+def _check_labels(labels: torch.Tensor, n_classes: int) -> torch.Tensor:
+    bad = labels[(labels < 0) | (labels >= n_classes)]
+    if bad.numel():
+        raise ValueError(f"label {int(bad[0])} is outside 0..{n_classes - 1}")
+    return labels
+
+
+def _read_idx(path: str, ndim: int) -> torch.Tensor:
+    """An uncompressed IDX file of unsigned bytes with ``ndim`` dimensions, in one read.
+
+    Layout: two zero bytes, the type byte (0x08 = unsigned byte, the only type MNIST-style
+    files use; others are refused), the number of dimensions, one big-endian uint32 size per
+    dimension, then exactly prod(sizes) bytes of data.
+    """
+    with open(path, "rb") as f:
+        buf = bytearray(os.fstat(f.fileno()).st_size)
+        del buf[f.readinto(buf):]
+    header = 4 + 4 * ndim
+    if len(buf) < 4 or buf[:2] != b"\0\0":
+        raise ValueError("not an IDX file (it must start with two zero bytes)")
+    if buf[2] != 0x08:
+        raise ValueError(f"data type byte is 0x{buf[2]:02X}, expected 0x08 (unsigned bytes)")
+    if buf[3] != ndim:
+        raise ValueError(f"it has {buf[3]} dimensions, expected {ndim}")
+    if len(buf) < header:
+        raise ValueError(f"truncated: {len(buf)} bytes, shorter than its {header}-byte header")
+    shape = struct.unpack_from(f">{ndim}I", buf, 4)
+    size = header + math.prod(shape)
+    if len(buf) != size:
+        what = "truncated" if len(buf) < size else "over-long"
+        raise ValueError(f"{what}: {len(buf)} bytes, but a {'×'.join(map(str, shape))} "
+                         f"header needs {size}")
+    return torch.from_numpy(np.frombuffer(buf, np.uint8, offset=header)).view(shape)
+
+
+def _idx_split(key: str, raw: str, prefix: str, n_classes: int) -> Split:
+    images_path = os.path.join(raw, f"{prefix}-images-idx3-ubyte")
+    labels_path = os.path.join(raw, f"{prefix}-labels-idx1-ubyte")
+    images = _read(key, images_path, _read_idx, 3)
+    labels = _read(key, labels_path, lambda p: _check_labels(_read_idx(p, 1).long(), n_classes))
+    if len(images) != len(labels):
+        raise UserError(f"{key}: {images_path} holds {len(images)} images but {labels_path} "
+                        f"holds {len(labels)} labels")
+    return Split(images.unsqueeze(1), labels)  # N×H×W grey -> N×1×H×W
+
+
+def _idx_source(key: str, folder: str, classes: list[str]) -> None:
     def build(root: str, download: bool, image_size: int | None) -> Dataset:
-        import torchvision.datasets as tvd
+        raw = _find_files(key, root, download, os.path.join(folder, "raw"), _IDX_FILES, folder)
+        train, test = (_idx_split(key, raw, prefix, len(classes)) for prefix in ("train", "t10k"))
+        return Dataset(name=key, train=train, test=test, classes=list(classes))
 
-        make = getattr(tvd, tv_name)
-        train, test, classes = _read_torchvision(
-            key, make, root, download, os.path.join(tv_name, "raw"), _IDX_FILES
-        )
-        for split in (train, test):  # N×H×W grey -> N×1×H×W
-            split.images = split.images.unsqueeze(1).contiguous()
-        return Dataset(name=key, train=train, test=test, classes=classes)
-
-    build.__doc__ = f"torchvision.datasets.{tv_name}: ROOT/{tv_name}/raw/ holding the IDX files."
+    build.__doc__ = f"IDX files under ROOT/{folder}/raw/ (torchvision.datasets.{folder}'s layout)."
     SOURCES.register(key)(build)
 
 
-_idx_source("mnist", "MNIST")
-_idx_source("fashion_mnist", "FashionMNIST")
+_idx_source("mnist", "MNIST", _MNIST_CLASSES)
+_idx_source("fashion_mnist", "FashionMNIST", _FASHION_MNIST_CLASSES)
+
+
+def _unpickle(path: str) -> Any:
+    with open(path, "rb") as f:
+        try:
+            return pickle.load(f, encoding="latin1")
+        except Exception as e:  # a damaged pickle fails in many ways (EOFError, KeyError, ...)
+            first = (str(e).strip().splitlines() or [""])[0]
+            raise ValueError(f"not a readable pickle ({type(e).__name__}: {first})") from e
+
+
+def _cifar_meta(path: str) -> list[str]:
+    meta = _unpickle(path)
+    names = meta.get("label_names") if isinstance(meta, dict) else None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise ValueError("expected a dict whose 'label_names' is a list of class names")
+    return names
+
+
+def _cifar_batch(path: str, n_classes: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """One pickled batch: "data" uint8 N×3072 (rows are 3×32×32, channel-major), "labels"."""
+    batch = _unpickle(path)
+    data = batch.get("data") if isinstance(batch, dict) else None
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8 and data.ndim == 2
+            and data.shape[1] == 3 * 32 * 32):
+        got = f"{data.dtype} {data.shape}" if isinstance(data, np.ndarray) else type(data).__name__
+        raise ValueError(f"expected a dict whose 'data' is a uint8 N×3072 array, got {got}")
+    labels = np.asarray(batch.get("labels"))
+    if labels.shape != (len(data),) or labels.dtype.kind not in "iu":
+        raise ValueError(f"expected {len(data)} integer 'labels' to match 'data'")
+    labels = _check_labels(torch.from_numpy(labels.astype(np.int64)), n_classes)
+    return torch.from_numpy(data).reshape(-1, 3, 32, 32), labels
 
 
 @SOURCES.register("cifar10")
 def _cifar10(root: str, download: bool, image_size: int | None) -> Dataset:
-    """torchvision.datasets.CIFAR10: ROOT/cifar-10-batches-py/ with the pickle batches."""
-    train, test, classes = _read_torchvision(
-        "cifar10", _cifar10_class(), root, download, _CIFAR_FOLDER, _CIFAR_FILES
-    )
-    for split in (train, test):  # torchvision keeps N×H×W×C numpy arrays
-        split.images = split.images.permute(0, 3, 1, 2).contiguous()
-    return Dataset(name="cifar10", train=train, test=test, classes=classes)
+    """Pickled batches under ROOT/cifar-10-batches-py/ (torchvision.datasets.CIFAR10's layout)."""
+    where = _find_files("cifar10", root, download, _CIFAR_FOLDER, _CIFAR_FILES, "CIFAR10")
+    classes = _read("cifar10", os.path.join(where, "batches.meta"), _cifar_meta)
+
+    def split(names: list[str]) -> Split:
+        parts = [_read("cifar10", os.path.join(where, n), _cifar_batch, len(classes))
+                 for n in names]
+        return Split(torch.cat([p[0] for p in parts]), torch.cat([p[1] for p in parts]))
+
+    return Dataset(name="cifar10", train=split(_CIFAR_TRAIN), test=split(["test_batch"]),
+                   classes=classes)
 
 
 @SOURCES.register("imagefolder")
