@@ -6,7 +6,7 @@ Prints a table and writes JSON (default ./bench-<date>.json) with
   per-sample transforms (num_workers 0 and 2), (a') a DataLoader over in-memory tensors, (b) a
   bare loop over the uint8 tensor, (c) imbal's trainer through the fit loop (imbal/bench_loops.py);
 - the class-balanced sampler against WeightedRandomSampler at 60k, 1M, 10M and > 2^24 draws;
-- the fixed cost of `imbal train` up to the first step, in fresh processes (imbal/bench_parts.py);
+- the fixed cost of `imbal train` through its first step, in fresh processes (imbal/bench_parts.py);
 - the issue's targets, met or missed.
 """
 
@@ -106,7 +106,7 @@ def format_table(result: dict) -> str:
     if st:
         cpu = st["median_phases_cpu_s"]
         parts = ", ".join(f"{k} {v:.2f}/{cpu[k]:.2f}" for k, v in st["median_phases_s"].items())
-        lines += ["", f"fixed cost to the first training step: {st['median_total_s']:.2f}s wall "
+        lines += ["", f"fixed cost through the first training step: {st['median_total_s']:.2f}s wall "
                   f"(median; the child's CPU time to exit {st['median_cpu_s']:.2f}s)",
                   f"  {st['command']}", f"  phases, wall/CPU s: {parts}"]
         fl = st["floor"]
