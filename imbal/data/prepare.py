@@ -29,8 +29,15 @@ class Prepared:
     train: Split
     val: Split
     test: Split
-    removed: Split  # training images the imbalance removed (unlabelled use by pretext tasks)
+    pool: Split  # the training images the imbalance chose from (the source's, after any subset)
+    removed_idx: torch.Tensor  # which of them it removed
     minority: list[int]
+
+    @property
+    def removed(self) -> Split:
+        """Training images the imbalance removed (unlabelled use by pretext tasks); copied only
+        when asked for."""
+        return _take(self.pool, self.removed_idx)
 
     @property
     def num_classes(self) -> int:
@@ -49,7 +56,8 @@ class Prepared:
             return torch.bincount(s.targets, minlength=self.num_classes).tolist()
 
         return {"classes": self.classes, "train": per_class(self.train), "val": per_class(self.val),
-                "test": per_class(self.test), "removed": per_class(self.removed),
+                "test": per_class(self.test),
+                "removed": _bincount(self.pool.targets[self.removed_idx], self.num_classes),
                 "minority_classes": self.minority}
 
 
@@ -81,10 +89,11 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     kept = subsample(train.targets, counts, gen)
     mask = torch.ones(train.targets.numel(), dtype=torch.bool)
     mask[kept] = False
-    removed = _take(train, mask.nonzero().flatten())
-    train = _take(train, kept)
-    tr_idx, val_idx = stratified_split(train.targets, data["val_fraction"], gen, class_names=ds.classes)
+    tr_idx, val_idx = stratified_split(train.targets[kept], data["val_fraction"], gen,
+                                       class_names=ds.classes)
     minority = (sorted(minority_override) if minority_override is not None
                 else minority_classes(imb["kind"], params, counts))
-    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr_idx),
-                    val=_take(train, val_idx), test=test, removed=removed, minority=minority)
+    # One copy per split, straight from the pool (indices composed, no intermediate copies).
+    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, kept[tr_idx]),
+                    val=_take(train, kept[val_idx]), test=test, pool=train,
+                    removed_idx=mask.nonzero().flatten(), minority=minority)
