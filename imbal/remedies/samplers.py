@@ -1,14 +1,21 @@
 """Class-aware resampling: one index tensor per epoch, drawn on the device.
 
-An epoch's indices are drawn in two vectorised steps: a class for every slot (Walker's alias
-method: a uniform column, kept or handed to its alias, a few elementwise ops instead of a
-binary search), then a uniformly random image of that class (floor(v * class size) with a
-float64 uniform v, read through the training set's indices sorted by class). No Python loop
-over samples, no WeightedRandomSampler (one Python int per sample, at most 2^24 categories).
+An epoch's indices are drawn with a few vectorised ops per chunk, no Python loop over samples
+and no WeightedRandomSampler (one Python int per sample, at most 2^24 categories):
 
-On the CPU an epoch is drawn in chunks with scratch buffers reused across chunks, on one thread:
-that keeps the scratch in cache, avoids page-faulting fresh multi-MB buffers for every op, and
-spares the per-op thread barrier, which under load costs milliseconds (measured: 2.5-3.5x
+- equal class probabilities (balanced mode, the common case; up to 1024 drawable classes; not
+  on MPS, which has no float64): one float64 uniform per draw, x = u * C over the C drawable
+  classes; floor(x) is the class and frac(x), independent of it, the uniform for the image
+  (floor(frac(x) * class size)). Half the generator's work of two uniforms, and no alias step.
+  Precision: see `_draw_equal`.
+- any other probabilities: a class for every slot by Walker's alias method (a uniform column,
+  kept or handed to its alias, a few elementwise ops instead of a binary search), then a
+  uniformly random image of that class from a second, float64, uniform.
+
+The image is read through the training set's indices sorted by class. On the CPU an epoch is
+drawn in chunks with scratch buffers (int32 where the positions fit) reused across chunks, on one
+thread: that keeps the scratch in cache, avoids page-faulting fresh multi-MB buffers for every
+op, and spares the per-op thread barrier, which under load costs milliseconds (measured: 2.5-3.5x
 faster at 1M-10M draws; see `imbal bench`).
 """
 
@@ -19,7 +26,8 @@ import contextlib
 import torch
 
 SAMPLER_MODES = ("balanced", "sqrt")
-_CHUNK = 1 << 15  # draws per chunk on the CPU: the scratch (~0.6 MB) stays in the L2 cache
+_CHUNK = 1 << 15  # draws per chunk on the CPU: the scratch (0.9-1.2 MB) stays in cache
+_EQUAL_MAX_CLASSES = 1 << 10  # one uniform per draw up to here: frac(u * C) keeps >= 43 bits
 
 
 @contextlib.contextmanager
@@ -85,14 +93,24 @@ class ClassSampler:
         counts = torch.zeros(num_classes, dtype=torch.long, device=device)
         counts.scatter_add_(0, targets, torch.ones_like(targets))
         self.counts = counts
-        self.starts = torch.cumsum(counts, 0) - counts
+        # Classes and positions in the scratch: int32 where they fit (half the memory traffic).
+        self.idtype = torch.int32 if targets.numel() < 2**31 else torch.long
+        self.starts = (torch.cumsum(counts, 0) - counts).to(self.idtype)
         fdtype = torch.float32 if device.type == "mps" else torch.float64  # no float64 on MPS
         self.counts_f = counts.to(fdtype)
+        # Equal probabilities over the drawable classes (p > 0): one float64 uniform per draw.
+        drawable = torch.nonzero(self.class_probs > 0).flatten()
+        p = self.class_probs[drawable]
+        self.equal = (fdtype == torch.float64 and 0 < drawable.numel() <= _EQUAL_MAX_CLASSES
+                      and bool(torch.all(p == p[0])))
+        if self.equal:  # column j of the draw is drawable class j
+            self.equal_counts_f = self.counts_f[drawable.to(device)]
+            self.equal_starts = self.starts[drawable.to(device)]
         keep, alias = alias_table(self.class_probs)
         # The class uniform: float32 (half the generator's work) while frac(u*C) keeps >= 14
         # bits, i.e. up to 1024 classes; the image uniform stays float64 (floor(v*N), large N).
         self.udtype = torch.float32 if num_classes <= 1024 else fdtype
-        self.keep, self.alias = keep.to(device, self.udtype), alias.to(device)
+        self.keep, self.alias = keep.to(device, self.udtype), alias.to(device, self.idtype)
 
     def __len__(self) -> int:
         return self.epoch_size
@@ -100,32 +118,59 @@ class ClassSampler:
     def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
         """Indices into the training set for one epoch (`epoch` is unused: every epoch is an
         independent draw; the generator's state makes it reproducible)."""
-        n, dev, c = self.epoch_size, self.device, self.class_probs.numel()
+        n, dev = self.epoch_size, self.device
         out = torch.empty(n, dtype=torch.long, device=dev)
         m = max(1, min(n, _CHUNK if dev.type == "cpu" else n))
-        u = torch.empty(m, dtype=self.udtype, device=generator.device)
-        v = torch.empty(m, dtype=self.counts_f.dtype, device=generator.device)
-        col = torch.empty(m, dtype=torch.long, device=dev)
-        tmp = torch.empty(m, dtype=torch.long, device=dev)
-        tmp2 = torch.empty(m, dtype=torch.long, device=dev)
-        ftmp = torch.empty(m, dtype=self.counts_f.dtype, device=dev)
-        utmp = torch.empty(m, dtype=self.udtype, device=dev)
-        below = torch.empty(m, dtype=torch.bool, device=dev)
+        gdev, f, i, u = generator.device, self.counts_f.dtype, self.idtype, self.udtype
+        if self.equal:  # scratch, reused across chunks: the uniforms where the generator is
+            draw, specs = self._draw_equal, [(torch.float64, gdev), (i, dev), (i, dev), (i, dev),
+                                             (f, dev)]
+        else:
+            draw, specs = self._draw_alias, [(u, gdev), (f, gdev), (i, dev), (i, dev), (i, dev),
+                                             (f, dev), (u, dev), (torch.bool, dev)]
         with _one_thread(dev):
-            for start in range(0, n, m):
-                k = min(m, n - start)
-                ck, tk, fk, bk = col[:k], tmp[:k], ftmp[:k], below[:k]
-                # The class: column floor(u*C), kept if frac(u*C) < keep, else its alias.
-                x = torch.rand(k, generator=generator, out=u[:k]).to(dev).mul_(c)
-                ck.copy_(x)  # truncation = floor (x >= 0)
-                torch.lt(x.frac_(), torch.index_select(self.keep, 0, ck, out=utmp[:k]), out=bk)
-                torch.where(bk, ck, torch.index_select(self.alias, 0, ck, out=tk), out=ck)
-                # The image: floor(v * N_class) < N_class for v < 1, from the class's first.
-                vk = torch.rand(k, generator=generator, out=v[:k]).to(dev)
-                tk.copy_(vk.mul_(torch.index_select(self.counts_f, 0, ck, out=fk)))
-                tk.add_(torch.index_select(self.starts, 0, ck, out=tmp2[:k]))
-                torch.index_select(self.by_class, 0, tk, out=out[start:start + k])
+            draw(out, generator, *(torch.empty(m, dtype=d, device=where) for d, where in specs))
         return out
+
+    def _draw_equal(self, out, generator, u, col, tmp, tmp2, ftmp) -> None:
+        """Equal class probabilities: x = u * C with one float64 uniform u over the C drawable
+        classes; floor(x) is the class and frac(x) the uniform for the image within it.
+
+        Precision: torch's float64 uniform is one of the 2^53 multiples of 2^-53. With
+        x < C <= 2^b (b <= 10), frac(x) keeps >= 53 - b >= 43 bits, and the roundings of u * C
+        and frac(x) * N move each edge of a class's or an image's interval of u by at most 3 of
+        those values. So a class is drawn with probability 1/C within a relative 6C / 2^53 <
+        2^-40, and, given the class, each of its N images with probability 1/N within a relative
+        6CN / 2^53 < N * 2^-40 (1e-5 at N = 10M; separate float64 uniforms: < N * 2^-50)."""
+        n, m, dev, c = out.numel(), u.numel(), self.device, self.equal_counts_f.numel()
+        for start in range(0, n, m):
+            k = min(m, n - start)
+            ck, tk = col[:k], tmp[:k]
+            x = u[:k].uniform_(0, c, generator=generator).to(dev)  # u * C in the generator
+            ck.copy_(x)  # truncation = floor (x >= 0): the class
+            # floor(frac(x) * N_class) < N_class (frac(x) < 1), from the class's first image.
+            nk = torch.index_select(self.equal_counts_f, 0, ck, out=ftmp[:k])
+            tk.copy_(x.frac_().mul_(nk))
+            tk.add_(torch.index_select(self.equal_starts, 0, ck, out=tmp2[:k]))
+            torch.index_select(self.by_class, 0, tk, out=out[start:start + k])
+
+    def _draw_alias(self, out, generator, u, v, col, tmp, tmp2, ftmp, utmp, below) -> None:
+        """Any class probabilities: the class by the alias method from a uniform u (float32 up to
+        1024 classes), then the image within it from a second, float64, uniform v."""
+        n, m, dev, c = out.numel(), u.numel(), self.device, self.class_probs.numel()
+        for start in range(0, n, m):
+            k = min(m, n - start)
+            ck, tk, fk, bk = col[:k], tmp[:k], ftmp[:k], below[:k]
+            # The class: column floor(u*C), kept if frac(u*C) < keep, else its alias.
+            x = u[:k].uniform_(0, c, generator=generator).to(dev)  # u * C in the generator
+            ck.copy_(x)  # truncation = floor (x >= 0)
+            torch.lt(x.frac_(), torch.index_select(self.keep, 0, ck, out=utmp[:k]), out=bk)
+            torch.where(bk, ck, torch.index_select(self.alias, 0, ck, out=tk), out=ck)
+            # The image: floor(v * N_class) < N_class for v < 1, from the class's first.
+            vk = torch.rand(k, generator=generator, out=v[:k]).to(dev)
+            tk.copy_(vk.mul_(torch.index_select(self.counts_f, 0, ck, out=fk)))
+            tk.add_(torch.index_select(self.starts, 0, ck, out=tmp2[:k]))
+            torch.index_select(self.by_class, 0, tk, out=out[start:start + k])
 
     def describe(self) -> str:
         probs = ", ".join(f"{p:.3f}" for p in self.class_probs.tolist())
