@@ -196,6 +196,31 @@ def test_ldam_margins_loss_and_drw_switch(batch):
     assert plan_for([{"name": "ldam", "drw_epoch": None}]).epoch_hooks == []
 
 
+FUSED = [None, ["balanced_softmax"], ["logit_adjust"], ["ldam"], ["class_weights"],
+         [{"name": "class_weights", "beta": 0.99}, "balanced_softmax"], ["batch_inverse"],
+         [{"name": "focal", "gamma": 0, "alpha": [0.25, 0.5, 1.0, 2.0]}]]
+
+
+@pytest.mark.parametrize("remedies", FUSED, ids=str)
+def test_fused_cross_entropy_path_equals_the_general_formula(batch, remedies):
+    """Settings without smoothing or focal power take F.cross_entropy; it must give the module
+    docstring's formula (per-sample loss, weights w_{y_i}, sum w l / sum w), value and gradient."""
+    logits, y = batch
+    loss = plan_for(remedies).loss
+    if remedies == ["ldam"]:
+        loss.weights_on = True  # DRW phase: margins and class weights together
+        logits = torch.tanh(logits)
+    z1, z2 = logits.clone().requires_grad_(), logits.clone().requires_grad_()
+    fused = loss(z1, y)
+    per = -F.log_softmax(loss.adjusted_logits(z2, y), 1).gather(1, y[:, None]).squeeze(1)
+    w = loss.sample_weights(y)
+    general = per.mean() if w is None else (w * per).sum() / w.sum()
+    close(fused, general)
+    fused.backward()
+    general.backward()
+    close(z1.grad, z2.grad)
+
+
 def test_focal_schedule_values_per_epoch():
     s3 = [0.2, 0.5, 0.8, 1, 1.5, 2, 2.5, 3, 4, 5, 10, 15]
     p = plan_for([{"name": "focal", "gamma_schedule": s3}], epochs=10)

@@ -109,3 +109,36 @@ def test_the_sampler_reaches_the_training_loop(tmp_path, monkeypatch):
     assert res["train_counts"][0] * 4 < res["train_counts"][9]  # the data is imbalanced ...
     assert share.min() > 0.07 and share.max() < 0.13  # ... but batches are balanced (±3 points)
     assert int(counts.sum()) == 2 * sum(res["train_counts"])  # an epoch is the training-set size
+
+
+@pytest.mark.parametrize("remedy", ["[{name: oversample, mode: balanced}]",
+                                    "[{name: copy, k: 2, transforms: [hflip, brightness]}]"])
+def test_runs_never_read_memory_they_did_not_write(tmp_path, monkeypatch, remedy):
+    """imbal switches off deterministic mode's NaN fill of torch.empty (a speed cost). That is
+    safe only if nothing reads an allocation before writing it: with the fill forced back on,
+    a run (resampling, batch augmentation, copies) must give exactly the same figures."""
+    import torch
+
+    import imbal.runner
+
+    real = imbal.runner.deterministic_algorithms
+    before = torch.utils.deterministic.fill_uninitialized_memory
+
+    def with_fill(compiled):
+        real(compiled)
+        torch.utils.deterministic.fill_uninitialized_memory = True
+
+    extra = ["train.epochs=2", "data.imbalance={kind: step, keep: 0.2}",
+             "data.augment={crop_padding: 2, hflip: true}",
+             f"remedy={remedy}"]
+    try:
+        plain, _ = run(tmp_path, extra, "plain")
+        assert not torch.utils.deterministic.fill_uninitialized_memory
+        monkeypatch.setattr(imbal.runner, "deterministic_algorithms", with_fill)
+        filled, _ = run(tmp_path, extra, "filled")
+        assert torch.utils.deterministic.fill_uninitialized_memory
+    finally:
+        torch.utils.deterministic.fill_uninitialized_memory = before
+    assert plain["test"]["top1"] > 20  # trained (chance is 10%): no NaN crept in
+    for key in ("top1", "balanced_acc", "per_class_acc"):
+        assert plain["test"][key] == filled["test"][key]
