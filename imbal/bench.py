@@ -77,17 +77,17 @@ def format_table(result: dict) -> str:
     if tp:
         cols = ["a_w0", "a_w2", "a_tensor", "b", "c", "c_fit", "c_cl", "c_cl_bf16"]
         lines += ["", "training images/s (median; whole epochs; a=DataLoader per-sample, w=workers,"
-                  " a_tensor=DataLoader over tensors, b=bare loop, c=imbal train_epoch,"
-                  " c_fit=imbal whole fit epoch incl. eval; c_cl, c_cl_bf16=imbal train_epoch"
-                  " with train.channels_last (and train.amp=bfloat16))",
+                  " a_tensor=DataLoader over tensors, b=bare loop, c=imbal train_epoch in b's"
+                  " memory format, c_fit=imbal whole fit epoch incl. eval; c_cl=imbal train_epoch"
+                  " with channels_last, its CPU default; c_cl_bf16=also train.amp=bfloat16)",
                   f"{'workload':<18}" + "".join(f"{c:>10}" for c in cols)
-                  + f"{'c/b':>7}{'c/a':>7}"]
+                  + "".join(f"{r:>7}" for r in ("c/b", "c/a", "cl/b", "cl/a"))]
         for key, w in tp.items():
-            med = w["median_images_per_s"]
+            med, ratios = w["median_images_per_s"], w["ratios"]
             cells = "".join(f"{med[c]:>10.0f}" if c in med else f"{'-':>10}" for c in cols)
-            ca = w["ratios"].get("c_over_a")
-            lines.append(f"{key:<18}{cells}{w['ratios']['c_over_b']:>7.2f}"
-                         + (f"{ca:>7.2f}" if ca is not None else f"{'-':>7}"))
+            cells += "".join(f"{ratios[r]:>7.2f}" if r in ratios else f"{'-':>7}"
+                             for r in ("c_over_b", "c_over_a", "c_cl_over_b", "c_cl_over_a"))
+            lines.append(f"{key:<18}{cells}")
         lines += [f"  {key}: {w['describe']}" for key, w in tp.items()]
     s = result.get("sampler")
     if s:

@@ -87,7 +87,8 @@ class Train(Section):
     device: str = Field("auto", description="auto | cpu | cuda | cuda:N")
     amp: Literal["auto", "off", "float16", "bfloat16"] = Field(
         "auto", description="auto: float16 on CUDA, off on CPU")
-    channels_last: bool = Field(False, description="channels_last memory format")
+    channels_last: Literal["auto", True, False] = Field(
+        "auto", description="channels_last memory format; auto: on for the CPU (faster there)")
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's choice)")
     deterministic: bool = Field(True, description="torch deterministic algorithms")

@@ -109,6 +109,14 @@ def deterministic_algorithms(compiled: bool) -> None:
     torch.utils.deterministic.fill_uninitialized_memory = False
 
 
+def channels_last_for(setting: bool | str, device: torch.device) -> bool:
+    """auto: channels_last on the CPU, where oneDNN's convolutions are faster in it (a training
+    step, 2-core EPYC: LeNet 1.08-1.25x, small CNN 1.36-1.58x, ResNet-32 1.31x, ResNet-50 on
+    MNIST 1.37x, ResNeXt-18 1.04-1.17x; ResNet-32 with GroupNorm 0.96-0.98x). Elsewhere off
+    until measured: no GPU was available to this project."""
+    return device.type == "cpu" if setting == "auto" else bool(setting)
+
+
 def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     check_names(cfg)
     tr, ev = cfg["train"], cfg["eval"]
@@ -136,7 +144,8 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=plan.head,
                         **cfg["model"]["params"]).to(device)
-    if tr["channels_last"]:
+    channels_last = channels_last_for(tr["channels_last"], device)
+    if channels_last:
         model = model.to(memory_format=torch.channels_last)
     normalizer = Normalizer.fit(data.train.images, device)
     optimizer = build_optimizer(model.parameters(), tr["optimizer"])
@@ -144,7 +153,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
         model, plan, normalizer=normalizer, augment=BatchAugment(**cfg["data"]["augment"]),
         optimizer=optimizer, scheduler=build_scheduler(optimizer, tr["schedule"], tr["epochs"]),
         device=device, amp=tr["amp"], grad_clip=tr["grad_clip"], batch_size=tr["batch_size"],
-        eval_batch_size=ev["batch_size"], generator=gen, channels_last=tr["channels_last"],
+        eval_batch_size=ev["batch_size"], generator=gen, channels_last=channels_last,
         freeze_backbone_epochs=cfg["model"]["freeze_backbone_epochs"],
         log_every=cfg["logging"]["log_every"], compile=tr["compile"])
     groups = Groups.make(plan.class_counts, data.minority, ev["many_shot"], ev["few_shot"])

@@ -50,6 +50,7 @@ def test_a_single_remedy_becomes_a_list(tmp_path):
     ("train: {batch_size: -5}\n", [], "bad value for 'train.batch_size'"),
     ("data: {val_fraction: 1.5}\n", [], "bad value for 'data.val_fraction'"),
     ("train: {amp: fp8}\n", [], "bad value for 'train.amp'"),
+    ("train: {channels_last: maybe}\n", [], "bad value for 'train.channels_last'"),
     ("name: x\n", ["train.epochs"], "override 'train.epochs' must look like key.path=value"),
     ("name: x\n", ["name.sub=1"], "'name' is not a section"),
     ("- a\n- b\n", [], "must be a YAML mapping"),
@@ -59,6 +60,19 @@ def test_refusals(tmp_path, text, overrides, message):
         load_config(write(tmp_path, text), overrides)
     assert message in str(err.value)
     assert "\n" not in str(err.value)
+
+
+def test_channels_last_auto_is_on_for_the_cpu_only(tmp_path):
+    import torch
+
+    from imbal.runner import channels_last_for
+
+    cfg = load_config(None)
+    assert cfg["train"]["channels_last"] == "auto"
+    assert load_config(None, ["train.channels_last=false"])["train"]["channels_last"] is False
+    cpu, cuda = torch.device("cpu"), torch.device("cuda", 0)
+    assert [channels_last_for(s, d) for s in ("auto", True, False) for d in (cpu, cuda)] == [
+        True, False, True, True, False, False]
 
 
 def test_yaml_syntax_error_names_the_line(tmp_path):
