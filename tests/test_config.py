@@ -62,7 +62,7 @@ def test_refusals(tmp_path, text, overrides, message):
     assert "\n" not in str(err.value)
 
 
-def test_channels_last_auto_is_on_for_the_cpu_only(tmp_path):
+def test_channels_last_auto_is_on_for_the_cpu_only():
     import torch
 
     from imbal.runner import channels_last_for
