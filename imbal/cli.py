@@ -31,7 +31,7 @@ def _load(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from imbal import runner
+    from imbal.training import run as runner
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -52,7 +52,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from imbal.evaluate import evaluate_run
+    from imbal.training.evaluate import evaluate_run
 
     evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device)
     return 0
@@ -60,7 +60,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 def cmd_data(args: argparse.Namespace) -> int:
     from imbal.data.prepare import prepare_data
-    from imbal.runner import format_counts
+    from imbal.training.setup import format_counts
 
     cfg = _load(args)
     data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
@@ -78,9 +78,9 @@ def cmd_data(args: argparse.Namespace) -> int:
 
 
 # Commands that live in their own modules, with add_arguments(parser) and run(args).
-MODULE_COMMANDS = (("sweep", "imbal.sweep", "run a grid of configs x seeds"),
-                   ("report", "imbal.report", "mean ± std tables and plots of runs"),
-                   ("bench", "imbal.bench", "measure training throughput"))
+MODULE_COMMANDS = (("sweep", "imbal.study.sweep", "run a grid of configs x seeds"),
+                   ("report", "imbal.study.report", "mean ± std tables and plots of runs"),
+                   ("bench", "imbal.bench.cli", "measure training throughput"))
 INLINE_COMMANDS = ("train", "eval", "data")
 
 
@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(modules=command not in INLINE_COMMANDS).parse_args(argv)
-    from imbal.engine import Interrupted
+    from imbal.training.trainer import Interrupted
 
     try:
         return int(args.func(args) or 0)

@@ -8,7 +8,7 @@
 import argparse
 import sys
 
-from imbal import bench
+from imbal.bench import cli as bench
 from imbal.errors import UserError
 
 

@@ -7,7 +7,9 @@ import pytest
 import torch
 from torch.utils.data import TensorDataset
 
-from imbal import bench, bench_loops, bench_parts
+from imbal.bench import cli as bench
+from imbal.bench import loops as bench_loops
+from imbal.bench import parts as bench_parts
 from imbal.cli import main
 from imbal.config import load_config
 from imbal.data.sources import SOURCES, Dataset, Split

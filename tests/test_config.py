@@ -65,7 +65,7 @@ def test_refusals(tmp_path, text, overrides, message):
 def test_channels_last_auto_is_on_for_the_cpu_only():
     import torch
 
-    from imbal.runner import channels_last_for
+    from imbal.training.setup import channels_last_for
 
     cfg = load_config(None)
     assert cfg["train"]["channels_last"] == "auto"
@@ -127,8 +127,8 @@ def test_extends_merges_onto_the_parent(tmp_path):
 def test_bundled_sweeps_expand_to_valid_configs():
     from pathlib import Path
 
-    from imbal.runner import check_names
-    from imbal.sweep import load_sweep
+    from imbal.study.sweep import load_sweep
+    from imbal.training.setup import check_names
 
     files = sorted(Path(__file__).resolve().parents[1].glob("configs/sweeps/*.yaml"))
     assert files

@@ -5,8 +5,8 @@ import pytest
 import torch
 from torch import nn
 
-from imbal.optim import build_optimizer, build_scheduler
-from imbal.optimizers import SGD, Adam, EpochSchedule
+from imbal.training.optim import build_optimizer, build_scheduler
+from imbal.training.optimizers import SGD, Adam, EpochSchedule
 
 
 def _model(seed: int = 0) -> nn.Module:

@@ -36,8 +36,8 @@ from imbal.pretext.jigsaw_ops import (
 )
 from imbal.pretext.rotation import rotate, rotation_targets
 from imbal.pretext.stage import _train_epoch, evaluate
-from imbal.runner import train
-from imbal.runs import load_checkpoint
+from imbal.training.run import train
+from imbal.training.runs import load_checkpoint
 
 FAST = ["data.source=digits", "data.subset.per_class=40", "data.subset.test_per_class=10",
         "data.imbalance={kind: step, keep: 0.25}", "model.backbone=lenet",
@@ -310,8 +310,8 @@ def test_pretrain_run_then_a_run_started_from_it(tmp_path):
 def test_pretext_stage_changes_only_the_backbone(tmp_path):
     """The supervised stage starts as it would without pretraining, except for the backbone:
     same global RNG state, same trainer generator, same head; the backbone has moved."""
-    from imbal.runner import build_setup
-    from imbal.runs import EpochLog
+    from imbal.training.runs import EpochLog
+    from imbal.training.setup import build_setup
 
     cfg = load_config(None, [*FAST, "data.subset.per_class=20", "pretrain={task: jigsaw, "
                                      "epochs: 1, params: {hidden: 8}}"])

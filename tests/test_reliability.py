@@ -12,13 +12,13 @@ from pathlib import Path
 import pytest
 import torch
 
-from imbal import runs
 from imbal.cli import main
 from imbal.config import load_config
-from imbal.engine import Interrupted, Trainer
 from imbal.errors import UserError
-from imbal.runner import train
-from imbal.runs import load_checkpoint
+from imbal.training import runs
+from imbal.training.run import train
+from imbal.training.runs import load_checkpoint
+from imbal.training.trainer import Interrupted, Trainer
 
 FAST = ["data.source=digits", "model.params={activation: relu}", "train.batch_size=64",
         "train.optimizer={name: adam, lr: 0.003}", "logging.progress=false",

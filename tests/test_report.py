@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from imbal import report
 from imbal.errors import UserError
+from imbal.study import report
 
 CLASSES = ["c0", "c1", "c2"]
 # label -> per-seed (top1, balanced_acc, minority_acc, majority_acc, macro_f1)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 QUICKSTART = str(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
 # Each costs start-up time a CPU run from files on disk does not need.
-SLOW_IMPORTS = ("torch._dynamo", "torch._inductor", "torchvision", "imbal.sweep", "imbal.report",
+SLOW_IMPORTS = ("torch._dynamo", "torch._inductor", "torchvision", "imbal.study.sweep", "imbal.study.report",
                 "imbal.bench")
 
 

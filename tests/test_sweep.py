@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from imbal import sweep, sweep_exec
 from imbal.errors import UserError
+from imbal.study import executors as sweep_exec
+from imbal.study import sweep
 
 FAKE = "test_sweep:fake_train"
 

@@ -7,7 +7,7 @@ import yaml
 
 from imbal.cli import main
 from imbal.config import load_config
-from imbal.runner import train
+from imbal.training.run import train
 
 FAST = ["data.source=digits", "model.backbone=lenet", "model.params={activation: relu}",
         "train.optimizer={name: adam, lr: 0.003}", "train.batch_size=64", "logging.progress=false"]
@@ -92,7 +92,7 @@ def test_the_sampler_reaches_the_training_loop(tmp_path, monkeypatch):
     """A resampling remedy must change what the training step sees (not just be built)."""
     import torch
 
-    from imbal.engine import Trainer
+    from imbal.training.trainer import Trainer
 
     seen = []
     real = Trainer._step
@@ -119,9 +119,9 @@ def test_runs_never_read_memory_they_did_not_write(tmp_path, monkeypatch, remedy
     a run (resampling, batch augmentation, copies) must give exactly the same figures."""
     import torch
 
-    import imbal.runner
+    import imbal.training.setup
 
-    real = imbal.runner.deterministic_algorithms
+    real = imbal.training.setup.deterministic_algorithms
     before = torch.utils.deterministic.fill_uninitialized_memory
 
     def with_fill(compiled):
@@ -134,7 +134,7 @@ def test_runs_never_read_memory_they_did_not_write(tmp_path, monkeypatch, remedy
     try:
         plain, _ = run(tmp_path, extra, "plain")
         assert not torch.utils.deterministic.fill_uninitialized_memory
-        monkeypatch.setattr(imbal.runner, "deterministic_algorithms", with_fill)
+        monkeypatch.setattr(imbal.training.setup, "deterministic_algorithms", with_fill)
         filled, _ = run(tmp_path, extra, "filled")
         assert torch.utils.deterministic.fill_uninitialized_memory
     finally:

@@ -20,7 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from imbal.data.sources import Dataset, Split
+from imbal.data.split import Dataset, Split
 from imbal.errors import UserError
 
 # Bump when the decoding or the cache layout changes, so older cache files are not reused.

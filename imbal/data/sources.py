@@ -21,35 +21,16 @@ import math
 import os
 import pickle
 import struct
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import torch
 
+from imbal.data.split import Dataset, Split
 from imbal.errors import UserError
 from imbal.registry import Registry
 
 SOURCES = Registry("dataset")
-
-
-@dataclass
-class Split:
-    """One split held in memory: images uint8 N×C×H×W (CPU, contiguous), targets int64 N."""
-
-    images: torch.Tensor
-    targets: torch.Tensor
-
-    def __len__(self) -> int:
-        return int(self.targets.shape[0])
-
-
-@dataclass
-class Dataset:
-    name: str
-    train: Split
-    test: Split
-    classes: list[str]
 
 
 def resolve_root(root: str | None) -> str:

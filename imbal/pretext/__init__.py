@@ -2,7 +2,7 @@
 
     TASKS                       Registry("pretext task"): "rotation", "jigsaw"
     check_params(task, params)  refuse an unknown task or bad options (no data needed)
-    run_pretrain(setup, ...)    the pretext stage of a run (imbal.fit calls it)
+    run_pretrain(setup, ...)    the pretext stage of a run (imbal.training.loop calls it)
     load_backbone(model, src)   copy a pretrained backbone into a classifier (model.init_from)
 """
 

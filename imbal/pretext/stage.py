@@ -1,6 +1,6 @@
 """The pretext stage of a run: train the classifier's backbone on a pretext task, in place.
 
-Runs before the supervised epochs (called by imbal.fit). Data: the imbalanced training split,
+Runs before the supervised epochs (called by imbal.training.loop). Data: the imbalanced training split,
 plus the images the imbalance removed when `pretrain.use_removed` is set; moved to the device
 once and batched by index tensors. The pretext metrics are evaluated at the end of every epoch
 on the validation images (their labels are not used except by rotation's symmetric-class rule),
@@ -25,11 +25,12 @@ from pathlib import Path
 
 import torch
 
+from imbal.console import say
 from imbal.data.batches import batch_slices
 from imbal.errors import NonFiniteLoss
-from imbal.optim import build_optimizer
 from imbal.pretext.base import PretextTask, build_task
 from imbal.pretext.transfer import save_pretrained
+from imbal.training.optim import build_optimizer
 
 TRAIN_SEED_OFFSET = 1_000_003  # pretext batch order, rotations, permutations
 EVAL_SEED_OFFSET = 2_000_003  # the fixed draws of the evaluation (same each epoch)
@@ -109,7 +110,6 @@ def _train_epoch(task, features, trainer, optimizer, scaler, images, labels, bat
 
 def run_pretrain(setup, *, run_dir: Path, log, quiet: bool) -> dict:
     """Pretrain setup.trainer.model.features on cfg["pretrain"]; returns the last row's metrics."""
-    from imbal.runner import say  # imbal.runner imports this package lazily: no cycle
 
     cfg, tr, device = setup.cfg, setup.trainer, setup.device
     pc, seed = cfg["pretrain"], cfg["seeds"]["train"]

@@ -1,6 +1,6 @@
 """Hand-over of a pretrained backbone: save it from the pretext stage, load it into a classifier.
 
-The saved file is an ordinary imbal checkpoint (loadable by imbal.runs.load_checkpoint, data
+The saved file is an ordinary imbal checkpoint (loadable by imbal.training.runs.load_checkpoint, data
 only) whose "model" holds just the backbone, keys prefixed "features." as in a Classifier's
 state_dict; so a run's best.pt works as a source too (its head is ignored).
 """
@@ -13,7 +13,7 @@ import torch
 from torch import nn
 
 from imbal.errors import UserError
-from imbal.runs import atomic_torch_save, load_checkpoint
+from imbal.training.runs import atomic_torch_save, load_checkpoint
 
 PREFIX = "features."
 

@@ -13,18 +13,19 @@ from pathlib import Path
 
 import numpy as np
 
-from imbal.engine import Interrupted
+from imbal.console import say
 from imbal.errors import NonFiniteLoss
 from imbal.metrics import summarize
 from imbal.plots import confusion_figure, save_confusion
-from imbal.runner import Setup, checkpoint, resume_state, say
-from imbal.runs import (
+from imbal.training.runs import (
     EpochLog,
     atomic_torch_save,
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
 )
+from imbal.training.setup import Setup, checkpoint, resume_state
+from imbal.training.trainer import Interrupted
 
 
 def read_rows(run_dir: Path) -> list[dict]:

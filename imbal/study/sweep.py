@@ -11,7 +11,7 @@ A sweep file (YAML):
 
 Run names are `<label>__d<data seed>_s<train seed>`; the label is the explicit run name and/or
 the grid values. This module turns the file into runs and jobs and drives them; the executors
-(local worker processes, Slurm through submitit) live in imbal.sweep_exec.
+(local worker processes, Slurm through submitit) live in imbal.study.executors.
 """
 
 from __future__ import annotations
@@ -30,9 +30,9 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from imbal import sweep_exec
 from imbal.errors import UserError
-from imbal.sweep_exec import DEFAULT_TRAIN_FN, prepare_jobs
+from imbal.study import executors as sweep_exec
+from imbal.study.executors import DEFAULT_TRAIN_FN, prepare_jobs
 
 SEED_SUFFIX = re.compile(r"__d-?\d+_s-?\d+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")

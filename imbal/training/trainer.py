@@ -19,7 +19,7 @@ from torch import nn
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
 from imbal.errors import NonFiniteLoss, UserError
 from imbal.metrics import confusion_update
-from imbal.optimizers import EpochSchedule, Optimizer
+from imbal.training.optimizers import EpochSchedule, Optimizer
 
 
 class Interrupted(Exception):

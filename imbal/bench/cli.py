@@ -142,7 +142,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 def run(args: argparse.Namespace) -> int:
     from imbal.data.sources import resolve_root
     from imbal.errors import UserError
-    from imbal.runner import resolve_device
+    from imbal.training.setup import resolve_device
 
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     bad = [x for x in parts if x not in PARTS]
@@ -177,7 +177,8 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_parts(parts, root, device, workers, repeats, quick, tmp: Path, say) -> dict:
-    from imbal import bench_loops, bench_parts
+    from imbal.bench import loops as bench_loops
+    from imbal.bench import parts as bench_parts
 
     res: dict = {}
     if "startup" in parts:

@@ -114,7 +114,7 @@ def mark(label):
     MARKS.append((label, time.time(), time.process_time()))
 import torch
 mark("import torch")
-import imbal.cli, imbal.config, imbal.engine, imbal.runner, imbal.runs
+import imbal.cli, imbal.config, imbal.training.trainer, imbal.training.setup, imbal.training.run, imbal.training.runs
 mark("import imbal")
 def after(mod, name, label):
     fn = getattr(mod, name)
@@ -124,13 +124,13 @@ def after(mod, name, label):
         return out
     setattr(mod, name, wrapped)
 after(imbal.config, "load_config", "config")
-after(imbal.runner, "prepare_data", "data")
-after(imbal.runner, "build_plan", "plan")
-after(imbal.runner, "build_model", "model")
-after(imbal.runner, "build_setup", "trainer")
-after(imbal.runner, "provenance", "provenance")
-after(imbal.runs.EpochLog, "__init__", "epoch log")
-step = imbal.engine.Trainer._step
+after(imbal.training.setup, "prepare_data", "data")
+after(imbal.training.setup, "build_plan", "plan")
+after(imbal.training.setup, "build_model", "model")
+after(imbal.training.run, "build_setup", "trainer")
+after(imbal.training.run, "provenance", "provenance")
+after(imbal.training.runs.EpochLog, "__init__", "epoch log")
+step = imbal.training.trainer.Trainer._step
 def first_step(self, idx, i):
     mark("to the first step")
     step(self, idx, i)
@@ -138,7 +138,7 @@ def first_step(self, idx, i):
     sys.stdout.write(json.dumps(MARKS) + "\n")
     sys.stdout.flush()
     os._exit(0)
-imbal.engine.Trainer._step = first_step
+imbal.training.trainer.Trainer._step = first_step
 sys.exit(imbal.cli.main(sys.argv[1:]))
 """
 

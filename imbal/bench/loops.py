@@ -108,9 +108,9 @@ class ImbalLoop:
     """(c): build_setup as `imbal train` does, then fit's own epoch function per call."""
 
     def __init__(self, cfg: dict, run_dir: Path, label: str = "c"):
-        from imbal import fit
-        from imbal.runner import build_setup
-        from imbal.runs import EpochLog
+        from imbal.training import loop as fit
+        from imbal.training.runs import EpochLog
+        from imbal.training.setup import build_setup
 
         self.fit, self.label = fit, label
         self.before = torch.are_deterministic_algorithms_enabled()  # for the other loops
@@ -150,7 +150,7 @@ class ImbalLoop:
 
 def _same_model(setup, device: torch.device):
     from imbal.models import build_model
-    from imbal.optim import build_optimizer
+    from imbal.training.optim import build_optimizer
 
     cfg, data = setup.cfg, setup.data
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,

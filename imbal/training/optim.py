@@ -9,8 +9,8 @@ import math
 from collections.abc import Iterable
 
 from imbal.errors import UserError
-from imbal.optimizers import SGD, Adam, EpochSchedule, Optimizer
 from imbal.registry import Registry
+from imbal.training.optimizers import SGD, Adam, EpochSchedule, Optimizer
 
 OPTIMIZERS = Registry("optimizer")
 SCHEDULES = Registry("schedule")

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING, Any
 from imbal.errors import UserError
 
 if TYPE_CHECKING:
-    from imbal.sweep import Sweep
+    from imbal.study.sweep import Sweep
 
-DEFAULT_TRAIN_FN = "imbal.runner:train"
+DEFAULT_TRAIN_FN = "imbal.training.run:train"
 
 
 def is_complete(run_dir: str | Path) -> bool:
@@ -83,7 +83,7 @@ def _load_config(path: str, overrides: list[str]) -> dict[str, Any]:
 
 def _check_config(cfg: dict[str, Any]) -> None:
     """Unknown component names (remedy, backbone, ...) refused before any run starts."""
-    from imbal import runner  # lazy: imports torch
+    from imbal.training import setup as runner  # lazy: imports torch
 
     runner.check_names(cfg)
 
@@ -157,13 +157,13 @@ def _child_env(threads: int) -> dict[str, str]:
 
 
 def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """One run in a fresh `python -m imbal.sweep_exec JOB` process; its output goes to a log."""
+    """One run in a fresh `python -m imbal.study.executors JOB` process; its output goes to a log."""
     job_file, out_file = work / f"{job['name']}.pkl", work / f"{job['name']}.out.json"
     log = work.parent / "logs" / f"{job['name']}.log"
     job_file.write_bytes(pickle.dumps(job))
     out_file.unlink(missing_ok=True)
     with open(log, "w") as fh:
-        rc = subprocess.run([sys.executable, "-m", "imbal.sweep_exec", str(job_file)],
+        rc = subprocess.run([sys.executable, "-m", "imbal.study.executors", str(job_file)],
                             stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
     if out_file.is_file():
         outcome = json.loads(out_file.read_text())

@@ -5,39 +5,27 @@ from __future__ import annotations
 import os
 import random
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from imbal.config import dump_yaml, validate
 from imbal.data.batches import BatchAugment, Normalizer
 from imbal.data.imbalance import IMBALANCES
 from imbal.data.prepare import Prepared, prepare_data
 from imbal.data.sources import SOURCES, Split
-from imbal.engine import Trainer, amp_dtype_for
 from imbal.errors import UserError
 from imbal.metrics import Groups
 from imbal.models import MODELS, build_model
-from imbal.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 from imbal.remedies import build_plan
 from imbal.remedies.plan import check_composition, parse_remedies
-from imbal.runs import (
+from imbal.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from imbal.training.runs import (
     atomic_torch_save,
-    atomic_write_json,
-    atomic_write_text,
-    check_run_dir,
-    create_run_dir,
     load_checkpoint,
-    provenance,
 )
-
-
-def say(msg: str, quiet: bool = False) -> None:
-    if not quiet:
-        print(msg, file=sys.stderr, flush=True)
+from imbal.training.trainer import Trainer, amp_dtype_for
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -191,30 +179,6 @@ def set_rng_states(st: dict) -> None:
 
 def checkpoint(setup: Setup, path: Path) -> None:
     atomic_torch_save(path, {"format": "imbal", **setup.trainer.state_dict(), "rng": rng_states()})
-
-
-def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, quiet: bool = True,
-          resume: bool = False) -> dict:
-    """Train one run into `out_dir` (default logging.out_dir/name) and return results.json."""
-    cfg = validate(cfg).model_dump(mode="json")
-    check_names(cfg)
-    quiet = quiet or not cfg["logging"]["progress"]
-    run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
-    check_run_dir(run_dir, overwrite=overwrite, resume=resume)
-    t_start = time.time()
-    setup = build_setup(cfg, quiet=quiet)
-    create_run_dir(run_dir, overwrite=overwrite, resume=resume)  # only once the setup is sound
-    counts = setup.data.counts()
-    say(f"run {run_dir}  ({setup.data.name}, {cfg['model']['backbone']}, device {setup.device})", quiet)
-    say(format_counts(counts), quiet)
-    for line in setup.trainer.plan.describe:
-        say(f"remedy: {line}", quiet)
-    meta = {**provenance(setup.device), "run_dir": str(run_dir)}
-    atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
-    atomic_write_json(run_dir / "counts.json", counts)
-    from imbal.fit import fit  # the epoch loop and the final evaluation
-
-    return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
 
 
 def resume_state(setup: Setup, run_dir: Path) -> None:

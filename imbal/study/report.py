@@ -142,7 +142,7 @@ def _config_hash(cfg: dict[str, Any]) -> str:
 
 
 def _strip_seeds(name: str) -> str:
-    from imbal.sweep import strip_seed_suffix
+    from imbal.study.sweep import strip_seed_suffix
 
     return strip_seed_suffix(name)
 
@@ -335,7 +335,7 @@ def run(args: argparse.Namespace) -> int:
     else:
         sys.stdout.write(text)
     if args.plots:
-        from imbal.plots_report import write_plots
+        from imbal.study.plots import write_plots
 
         for path in write_plots(rep, Path(args.plots)):
             print(f"wrote {path}", file=sys.stderr)
