@@ -132,6 +132,9 @@ class Remedy:
     # Dataset-stage remedies change images/targets and run before all others, so every loss
     # remedy sees the counts of the data set that is actually trained on.
     dataset_stage: ClassVar[bool] = False
+    # Whether the remedy's maths is defined for soft targets (N×C probabilities from a batch
+    # transform such as mixup); plan.check_soft_targets refuses the others before any work.
+    soft_targets_ok: ClassVar[bool] = True
 
     def __init__(self, **params: Any):
         self.p: Any = parse_params(self.name, self.Params, params)

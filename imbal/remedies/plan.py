@@ -91,6 +91,16 @@ def check_composition(remedies: list[Remedy]) -> None:
             owner[slot] = r
 
 
+def check_soft_targets(remedies: list[Remedy], transforms: list[str]) -> None:
+    """Refuse a remedy whose maths needs hard labels when a batch transform makes soft ones."""
+    if not transforms:
+        return
+    for r in remedies:
+        if not r.soft_targets_ok:
+            raise UserError(f"remedy '{r.name}' needs one class per image, but batch transform "
+                            f"'{transforms[0]}' gives soft targets; drop one of them")
+
+
 def _check_inputs(
     images: torch.Tensor, targets: torch.Tensor, num_classes: int, minority: list[int], epochs: int
 ) -> None:

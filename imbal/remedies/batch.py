@@ -1,0 +1,95 @@
+"""Batch transforms: per-batch operations on the training device that may return soft targets.
+
+The registry contract. A batch transform is a class registered with
+`@BATCH_TRANSFORMS.register("name")`. It is built from its own config item only:
+
+    cls(params: dict, *, num_classes: int, class_counts: list[int]) -> BatchTransform
+
+(`params` is the item without its `name`; `class_counts` are the per-class counts of the set
+the stage trains on). Building validates the params and raises UserError with one line for
+any mistake. A built transform is called once per training step:
+
+    x, y = transform(x, y, generator)
+
+x: normalised float images N×C×H×W on the device (after the data's own augmentation);
+y: int64 class ids (N) or soft targets (N×num_classes float, each row a probability
+distribution); generator: the run's torch.Generator on that device, the only source of
+randomness (per-sample parameters are drawn from it, never one draw for the whole batch
+unless the method says so). It returns images of the same shape and either int64 ids or
+N×num_classes soft targets. `soft_targets` says whether it may return soft ones (the loss
+remedies are then checked to accept them before any work starts).
+
+Config: a list of names or mappings with `name` (like `remedy:`), e.g.
+`batch_transforms: [{name: mixup, alpha: 0.2}]`; they are applied in order.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+
+from imbal.errors import UserError
+from imbal.registry import Registry
+
+BATCH_TRANSFORMS = Registry("batch transform")
+
+
+class BatchTransform:
+    """Base class of registered batch transforms (subclasses set `soft_targets`)."""
+
+    name: ClassVar[str] = ""
+    soft_targets: ClassVar[bool] = False
+
+    def __call__(self, x: torch.Tensor, y: torch.Tensor,
+                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        raise NotImplementedError
+
+    def describe(self) -> str:
+        return self.name
+
+
+def split_item(item: Any, where: str = "batch_transforms") -> tuple[str, dict[str, Any]]:
+    """A config item -> (name, params): `mixup` or `{name: mixup, alpha: 0.2}`."""
+    if isinstance(item, str):
+        return item, {}
+    if isinstance(item, dict) and isinstance(item.get("name"), str):
+        params = dict(item)
+        return params.pop("name"), params
+    raise UserError(f"{where} entry {item!r} must be a name or a mapping with 'name', "
+                    f"e.g. {{name: mixup, alpha: 0.2}}")
+
+
+class Compose(BatchTransform):
+    """Several transforms applied in order."""
+
+    def __init__(self, parts: list[BatchTransform]):
+        self.parts = parts
+        self.soft_targets = any(p.soft_targets for p in parts)  # type: ignore[misc]
+
+    def __call__(self, x, y, generator):
+        for part in self.parts:
+            x, y = part(x, y, generator)
+        return x, y
+
+    def describe(self) -> str:
+        return " -> ".join(p.describe() for p in self.parts)
+
+
+def build_batch_transforms(items: list[Any] | None, *, num_classes: int,
+                           class_counts: list[int]) -> Compose | None:
+    """The stage's batch transforms, or None when the list is empty."""
+    if not items:
+        return None
+    parts = []
+    for item in items:
+        name, params = split_item(item)
+        parts.append(BATCH_TRANSFORMS.get(name)(params, num_classes=num_classes,
+                                                class_counts=list(class_counts)))
+    return Compose(parts)
+
+
+def soft_target_transforms(items: list[Any] | None) -> list[str]:
+    """Names (known without data) of the listed transforms that may return soft targets."""
+    names = [split_item(item)[0] for item in items or []]
+    return [n for n in names if BATCH_TRANSFORMS.get(n).soft_targets]
