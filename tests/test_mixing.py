@@ -4,12 +4,14 @@ images and targets, CutMix's label weight, reproducibility, parameter refusals."
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import pytest
 import torch
 import torch.nn.functional as F
 from scipy import stats
 
+from imbal.config import read_config_file
 from imbal.errors import UserError
 from imbal.remedies.batch import BATCH_TRANSFORMS, build_batch_transforms
 from imbal.remedies.mixing import (
@@ -213,3 +215,16 @@ def test_bad_parameters_refused_in_one_line(item, message):
     with pytest.raises(UserError) as e:
         build_batch_transforms([item], num_classes=3, class_counts=[1, 1, 1])
     assert str(e.value) == message
+
+
+def test_bundled_configs_batch_transforms_build():
+    """The configs' train.batch_transforms items are valid transforms (read without the schema,
+    which gains the key on the Trainer's side)."""
+    found = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
+        items = read_config_file(path).get("train", {}).get("batch_transforms")
+        if items:
+            t = build_batch_transforms(items, num_classes=10, class_counts=[5] * 10)
+            assert t.soft_targets, path
+            found += 1
+    assert found >= 3
