@@ -52,31 +52,35 @@ class Params(BaseModel):
 
 
 def _format_error(
-    remedy: str, model: type[BaseModel], err: dict[str, Any], params: dict[str, Any]
+    remedy: str, model: type[BaseModel], err: dict[str, Any], params: dict[str, Any],
+    kind: str = "remedy",
 ) -> str:
+    who = f"{kind} '{remedy}'"
     loc = err.get("loc", ())
     fields = list(model.model_fields)
     if err["type"] == "extra_forbidden":
         key = str(loc[0])
         hint = did_you_mean(key, fields) or f"; valid: {', '.join(fields) or 'none'}"
-        return f"remedy '{remedy}': unknown parameter '{key}'{hint}"
+        return f"{who}: unknown parameter '{key}'{hint}"
     if not loc:  # a model-level check
-        return f"remedy '{remedy}': {err['msg'].removeprefix('Value error, ')}"
+        return f"{who}: {err['msg'].removeprefix('Value error, ')}"
     name = str(loc[0])
     info = model.model_fields.get(name)
     got = params.get(name)
     if info is not None and info.description:
         # Say what the whole field accepts: pydantic's own message would name one union branch
         # or one list item.
-        return f"remedy '{remedy}': parameter '{name}' must be {info.description} (got {got!r})"
-    return f"remedy '{remedy}': parameter '{name}': {err['msg']} (got {got!r})"
+        return f"{who}: parameter '{name}' must be {info.description} (got {got!r})"
+    return f"{who}: parameter '{name}': {err['msg']} (got {got!r})"
 
 
-def parse_params(remedy: str, model: type[BaseModel], params: dict[str, Any]) -> BaseModel:
+def parse_params(remedy: str, model: type[BaseModel], params: dict[str, Any],
+                 kind: str = "remedy") -> BaseModel:
+    """Validated params; any mistake -> one-line UserError "<kind> '<name>': ..."."""
     try:
         return model.model_validate(params)
     except ValidationError as e:
-        raise UserError(_format_error(remedy, model, e.errors()[0], params)) from None
+        raise UserError(_format_error(remedy, model, e.errors()[0], params, kind)) from None
 
 
 @dataclass

@@ -81,6 +81,7 @@ class BatchInverse(Remedy):
     """S1: per batch, w_i = C (1/N_i) / sum_j (1/N_j) over the classes present."""
 
     Params = BatchInverseParams
+    soft_targets_ok = False  # counts the (one) class of each image in the batch
 
     def slots(self) -> set[str]:
         return {"weights"}
@@ -245,6 +246,7 @@ class LDAM(Remedy):
     mean; before it, no weights. drw_epoch 0.8 of 200 epochs = 160, the paper's schedule."""
 
     Params = LDAMParams
+    soft_targets_ok = False  # the margin sits at one target class
 
     def slots(self) -> set[str]:
         return {"logits"} | ({"weights"} if self.p.drw_epoch is not None else set())

@@ -21,6 +21,28 @@ slots may be combined. Everything is computed in float32 whatever the logits' dt
 S1's smoothing is taken literally: q_target = 1 - eps and eps/K on each of the other K-1
 classes, so a smoothed row sums to 1 - eps/K (torch's label_smoothing puts 1 - eps + eps/K on
 the target instead, making the row sum to 1).
+
+Soft targets (N×C float rows q_i, e.g. from mixup or cutmix) take one rule: the loss of a soft
+target is the q-weighted mixture of the hard-target losses, exactly as the mixup paper's
+criterion lam * L(y_a) + (1 - lam) * L(y_b), with the weights mixed the same way:
+
+    L_it = l_i above with y_i = t                 (the N×C matrix of hard-target losses)
+    l_i  = sum_t q_it L_it
+    loss = sum_i sum_t q_it w_t L_it / sum_i sum_t q_it w_t      "weighted_mean"
+        or mean_i sum_t q_it w_t L_it                            "mean"
+
+For one-hot q every line is today's hard-target value. Spelled out per remedy:
+    cross-entropy   -sum_k q_k logp_k (F.cross_entropy with probability targets)
+    offsets         z + b as above: independent of the target (balanced softmax, logit adjust)
+    smoothing       CE against q' = the same mixture of the S1-smoothed one-hot rows:
+                    q'_k = q_k - eps q_k [k in S] + (eps / K) (sum_{t in S} q_t - q_k [k in S]),
+                    i.e. smoothing commutes with mixing (smooth-then-mix = mix-then-smooth)
+    focal           -sum_t q_t (1 - p_t)^gamma log p_t (per-class modulator: Keras'
+                    CategoricalFocalCrossentropy), times the smoothed CE when smoothing is on
+    class weights   sum_i sum_t q_it w_t L_it / sum_i (q_i . w): the numerator is
+                    F.cross_entropy(weight=w, reduction="sum") with probability targets
+LDAM's margin (at one target class) and batch_inverse (counts of the classes in a batch) need
+hard labels: plan.check_soft_targets refuses them with a soft-target batch transform.
 """
 
 from __future__ import annotations
@@ -77,10 +99,12 @@ class ComposedLoss(nn.Module):
         self.batch_inverse = batch_inverse
         self.reduction = reduction
 
-    def adjusted_logits(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    def adjusted_logits(self, logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """z'' of the module docstring: margin, scale and offset applied (float32)."""
         z = logits.float()
         if self.margins is not None:
+            if targets is None:
+                raise ValueError("LDAM margins need the class targets")
             m = self.margins[targets].unsqueeze(1)
             at_target = torch.zeros_like(z).scatter_(1, targets.unsqueeze(1), 1.0)
             z = z - m * at_target
@@ -122,7 +146,47 @@ class ComposedLoss(nn.Module):
             return self.class_weight
         return None
 
+    def per_class(self, logits: torch.Tensor) -> torch.Tensor:
+        """L (N×C): L_it = l_i as if sample i's class were t (no margins: they need one class)."""
+        logp = F.log_softmax(self.adjusted_logits(logits, None), dim=1)
+        loss = -logp
+        if self.smoothing:
+            eps, k = self.smooth_eps, self.num_classes
+            smoothed = self.smooth_classes.to(logp.dtype)
+            other = logp.sum(dim=1, keepdim=True) - logp
+            loss = loss + smoothed * (eps * logp - (eps / k) * other)
+        if self.gamma != 0.0:
+            loss = loss * (-torch.expm1(logp)).clamp_min(_FOCAL_FLOOR).pow(self.gamma)
+        return loss
+
+    def soft_forward(self, logits: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+        """The loss for soft targets q (N×C rows of probabilities): see the module docstring."""
+        if self.margins is not None or self.batch_inverse:
+            raise ValueError("LDAM margins and batch_inverse weights need int64 class targets, "
+                             "not soft ones")
+        if q.shape != logits.shape:
+            raise ValueError(f"soft targets {tuple(q.shape)} do not match logits "
+                             f"{tuple(logits.shape)}")
+        q = q.float()
+        w = self.class_weights(q)
+        if not self.smoothing and self.gamma == 0.0:
+            z = self.adjusted_logits(logits, None)
+            if w is None:
+                return F.cross_entropy(z, q)
+            if self.reduction == "mean":
+                return F.cross_entropy(z, q, weight=w)
+            return F.cross_entropy(z, q, weight=w, reduction="sum") / (q @ w).sum()
+        loss = self.per_class(logits)
+        if w is None:
+            return (q * loss).sum(dim=1).mean()
+        qw = q * w
+        total = (qw * loss).sum()
+        return total / qw.sum() if self.reduction == "weighted_mean" else total / q.shape[0]
+
     def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Loss of logits (N×C) for int64 class ids (N) or soft targets (N×C float)."""
+        if targets.dim() == 2:
+            return self.soft_forward(logits, targets)
         w = self.class_weights(targets)
         if not self.smoothing and self.gamma == 0.0 and (w is None or self.reduction == "weighted_mean"):
             # Plain, offset, LDAM or class-weighted cross-entropy: torch's fused loss gives the

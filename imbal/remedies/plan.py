@@ -40,7 +40,7 @@ from imbal.remedies.transforms import class_counts
 
 @dataclass
 class Plan:
-    loss: ComposedLoss  # forward(logits N×C, targets N) -> scalar, computed in float32
+    loss: ComposedLoss  # forward(logits N×C, targets N int64 or N×C soft) -> float32 scalar
     sampler: ClassSampler | None  # None: the trainer's plain random permutation
     images: torch.Tensor  # training images after copy / undersample
     targets: torch.Tensor
