@@ -142,6 +142,7 @@ def provenance(device: torch.device) -> dict:
     import numpy
 
     import imbal
+    from imbal import plugins
 
     return {
         "git_revision": git_revision(),
@@ -155,6 +156,7 @@ def provenance(device: torch.device) -> dict:
                      "torch": torch.__version__, "torchvision": package_version("torchvision"),
                      "numpy": numpy.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "plugins": plugins.loaded(),  # what this process imported: module, file, sha256
     }
 
 
