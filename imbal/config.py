@@ -258,9 +258,10 @@ def _expand(raw: dict[str, Any], base: Path, seen: tuple[Path, ...], what: str) 
         return raw
     if not isinstance(parent, str):
         raise UserError(f"{what}: 'extends' must be a file name")
-    merged = deep_merge(read_config_file(base / parent, seen), raw)
+    inherited = read_config_file(base / parent, seen)
+    merged = deep_merge(inherited, raw)
     if "imports" in merged:
-        merged["imports"] = plugins.merge(merged.pop("imports"), raw.get("imports"))
+        merged["imports"] = plugins.merge(inherited.get("imports"), raw.get("imports"))
     return merged
 
 

@@ -41,6 +41,7 @@ _MODULE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
 _UNSAFE = re.compile(r"[^A-Za-z0-9_]")
 
 _loaded: dict[str, dict[str, Any]] = {}  # module name -> record, in import order
+_by_spec: dict[str, str] = {}  # an `imports:` entry -> the module name it was imported as
 _entry_points_done = False
 
 
@@ -84,6 +85,13 @@ def loaded() -> list[dict[str, Any]]:
     return [dict(r) for r in _loaded.values()]
 
 
+def used(specs: Iterable[str]) -> list[dict[str, Any]]:
+    """The records of a run's plugins: every entry point, then its `imports:` (already loaded)."""
+    names = [n for n, r in _loaded.items() if "entry_point" in r]
+    names += [_by_spec[s] for s in specs if s in _by_spec]
+    return [dict(_loaded[n]) for n in merge(names)]
+
+
 def load(specs: Iterable[str] = ()) -> list[dict[str, Any]]:
     """Import the installed entry points (once per process), then every spec, in order."""
     load_entry_points()
@@ -91,7 +99,9 @@ def load(specs: Iterable[str] = ()) -> list[dict[str, Any]]:
 
 
 def load_one(spec: str) -> dict[str, Any]:
-    return _load_file(spec) if is_path(spec) else _load_module(spec)
+    rec = _load_file(spec) if is_path(spec) else _load_module(spec)
+    _by_spec[spec] = rec["module"]
+    return rec
 
 
 def load_entry_points() -> None:
@@ -105,7 +115,7 @@ def load_entry_points() -> None:
         label = f"entry point '{ep.name} = {ep.value}' ({dist})"
         if ep.module in _loaded:
             continue
-        _guarded(label, ep.module, None, ep.load)
+        _guarded(label, ep.module, _origin(ep.module, label) or None, ep.load)
         _record(ep.module, {"entry_point": f"{ep.name} = {ep.value}", "distribution": dist})
     _entry_points_done = True
 
@@ -126,10 +136,10 @@ def _record(name: str, extra: dict[str, Any]) -> dict[str, Any]:
 def _load_file(spec: str) -> dict[str, Any]:
     path = Path(absolute([spec])[0])
     if path.suffix != ".py":
-        raise UserError(f"cannot import plugin {spec}: a path must name a .py file "
+        raise UserError(f"cannot import plugin '{spec}': a path must name a .py file "
                         "(or give a module name such as my_pkg.parts)")
     if not path.is_file():
-        raise UserError(f"cannot import plugin {path}: file not found")
+        raise UserError(f"cannot import plugin '{path}': file not found")
     name = module_name_for(path)
     if name in sys.modules:
         return _record(name, {"import": str(path)})
@@ -143,7 +153,7 @@ def _load_file(spec: str) -> dict[str, Any]:
         sys.modules[name] = module
         loader_spec.loader.exec_module(module)
 
-    _guarded(str(path), name, str(path), run)
+    _guarded(f"'{path}'", name, str(path), run)
     return _record(name, {"import": str(path)})
 
 
@@ -153,14 +163,30 @@ def _load_module(spec: str) -> dict[str, Any]:
                         "or a .py file")
     if spec in sys.modules:
         return _record(spec, {"import": spec})
-    try:
-        found = importlib.util.find_spec(spec)
-    except (ImportError, ValueError):  # a parent package is missing or broken
-        found = None
-    if found is None:
+    origin = _origin(spec, f"'{spec}'")
+    if origin is False:
         raise UserError(f"cannot import plugin '{spec}': no module named '{spec}'")
-    _guarded(f"'{spec}'", spec, found.origin, lambda: importlib.import_module(spec))
+    if origin:
+        as_file = module_name_for(Path(origin).resolve())
+        if as_file in sys.modules:  # the same file was imported by its path: the same module
+            sys.modules[spec] = sys.modules[as_file]
+            return _record(as_file, {"import": spec})
+    _guarded(f"'{spec}'", spec, origin or None, lambda: importlib.import_module(spec))
     return _record(spec, {"import": spec})
+
+
+def _origin(name: str, label: str) -> str | bool:
+    """The file module `name` would be imported from; False if there is no such module, ""
+    if it has no file. Only its parent packages run (find_spec imports them)."""
+    try:
+        found = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # a parent package is missing, or is not a package
+        return False
+    except Exception as err:  # a parent package that fails to import
+        raise UserError(f"cannot import plugin {label}: {_reason(err, None)}") from None
+    if found is None:
+        return False
+    return found.origin if found.origin and os.path.isfile(found.origin) else ""
 
 
 def _guarded(label: str, name: str, file: str | None, run: Callable[[], Any]) -> None:

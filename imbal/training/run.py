@@ -35,7 +35,7 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     say(format_counts(counts), quiet)
     for line in setup.trainer.plan.describe:
         say(f"remedy: {line}", quiet)
-    meta = {**provenance(setup.device), "run_dir": str(run_dir)}
+    meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir)}
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
