@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import json
+import re
 
+import numpy as np
 import pluginkit
 import pytest
-from pluginkit import EXAMPLES, FAST, SHAPES
+import torch
+from pluginkit import EXAMPLES, FAST, ROOT, SHAPES
+from synth import class_images
 
 import imbal
 
@@ -61,3 +65,42 @@ def test_load_run_of_an_unfinished_run(tmp_path):
     assert not run.complete and run.results is None and run.counts is None
     assert run.config == {"name": "x"} and run.metrics == [{"epoch": 1}]
     assert repr(run) == f"Run('{tmp_path}', running)"
+
+
+def readme_python(section: str) -> list[str]:
+    text = (ROOT / "README.md").read_text()
+    body = text.split(f"\n## {section}\n", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```python\n(.*?)```", body, re.S)
+
+
+def test_the_readme_plugin_examples_work_together(tmp_path, fresh):
+    """Every code block of "Extending imbal" as one plugin file, in one short run."""
+    blocks = readme_python("Extending imbal")
+    assert len(blocks) == 7
+    parts = tmp_path / "readme_parts.py"
+    parts.write_text("\n\n".join(blocks))
+    rng = np.random.default_rng(0)
+    arrays = {"classes": np.array(["a", "b", "c"])}
+    for split, n in (("train", 40), ("test", 10)):
+        y = np.repeat(np.arange(3), n)
+        arrays[f"x_{split}"], arrays[f"y_{split}"] = class_images(y, 3, 1, 12, rng), y
+    np.savez(tmp_path / "my_data.npz", **arrays)
+    cfg = {"imports": [str(parts)],
+           "data": {"source": "my_npz", "root": str(tmp_path), "val_fraction": 0.2,
+                    "imbalance": {"kind": "halve", "classes": [0]}},
+           "model": {"backbone": "mlp", "params": {"hidden": 32}},
+           "remedy": [{"name": "poly", "epsilon": 0.5}, {"name": "copy", "transforms": ["invert"]}],
+           "pretrain": {"task": "flip", "epochs": 1, "params": {"p": 0.5}},
+           "train": {"epochs": 2, "optimizer": {"name": "rmsprop", "lr": 0.001},
+                     "schedule": {"name": "halving"}},
+           "logging": {"tensorboard": False, "progress": False}}
+    run = imbal.train(cfg, out_dir=tmp_path / "run")
+    assert run.complete and run.results["classes"] == ["a", "b", "c"]
+    assert run.results["remedy"][0] == "poly: epsilon 0.5"
+    assert run.counts["train"][0] + run.counts["val"][0] == 20  # halved, then copied to balance
+    assert run.results["train_counts"][0] == run.results["train_counts"][1]
+    assert [r["stage"] for r in run.metrics if "stage" in r][:1] == ["pretrain"]
+    noise = imbal.BATCH_TRANSFORMS.get("noise")({"std": 0.5}, num_classes=3, class_counts=[1, 1, 1])
+    x, y = torch.zeros(4, 1, 2, 2), torch.arange(4)
+    x2, y2 = noise(x, y, torch.Generator().manual_seed(0))
+    assert x2.shape == x.shape and x2.abs().sum() > 0 and y2 is y
