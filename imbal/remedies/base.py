@@ -26,6 +26,8 @@ A remedy that supplies its own loss sets `ctx.loss` to an nn.Module called as
 `loss(logits, targets) -> scalar` with float32 logits N×C and int64 class ids N (N×C
 probabilities if soft_targets_ok and a batch transform makes them), and returns OWN_LOSS from
 slots(): it replaces the composed cross-entropy, so it combines with the sampling remedies only.
+imbal moves it to the training device; its own parameters, if any, are not trained (the
+optimizer holds the model's), and its loss_hooks receive it as `loss`.
 """
 
 from __future__ import annotations
