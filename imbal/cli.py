@@ -19,6 +19,13 @@ def _config_args(p: argparse.ArgumentParser, config_required: bool = True) -> No
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config key, e.g. --set train.epochs=3 (value parsed as YAML)")
     p.add_argument("--device", help="override train.device (auto, cpu, cuda, cuda:N)")
+    import_arg(p)
+
+
+def import_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--import", dest="imports", action="append", default=[],
+                   metavar="MODULE_OR_PATH", help="import a plugin (a module name or a .py "
+                   "file) before the config is checked; repeatable. Added to the run's imports")
 
 
 def _load(args: argparse.Namespace) -> dict:
@@ -27,7 +34,7 @@ def _load(args: argparse.Namespace) -> dict:
     overrides = list(args.overrides)
     if getattr(args, "device", None):
         overrides.append(f"train.device={args.device}")
-    return load_config(args.config, overrides)
+    return load_config(args.config, overrides, imports=args.imports)
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -54,7 +61,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from imbal.training.evaluate import evaluate_run
 
-    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device)
+    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device, imports=args.imports)
     return 0
 
 
@@ -101,6 +108,7 @@ def build_parser(modules: bool = True) -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default=None)
+    import_arg(p)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("data", help="print per-class counts after imbalance, without training")
     _config_args(p)

@@ -2,16 +2,19 @@
 
 Every key has a default, so the smallest config is `data: {source: digits}`. Validation is done
 by pydantic (extra keys forbidden); its errors are turned into one line with a did-you-mean.
+The plugins a config names (`imports:`) are imported before it is validated (imbal.plugins).
 """
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from imbal import plugins
 from imbal.errors import UserError
 from imbal.registry import did_you_mean
 
@@ -125,6 +128,9 @@ class Pretrain(Section):
 
 
 class Config(Section):
+    imports: list[str] = Field(default_factory=list, description="plugins imported before the "
+                               "config is checked: module names or .py files (relative to the "
+                               "config file; saved as absolute paths)")
     name: str = Field("run", description="run name, the run directory under logging.out_dir")
     data: Data = Field(default_factory=Data)
     model: Model = Field(default_factory=Model)
@@ -135,7 +141,7 @@ class Config(Section):
     logging: Logging = Field(default_factory=Logging)
     seeds: Seeds = Field(default_factory=Seeds)
 
-    @field_validator("remedy", mode="before")
+    @field_validator("imports", "remedy", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
         if v is None:
@@ -230,30 +236,59 @@ def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
 
 
 def read_config_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
-    """A config file; `extends: other.yaml` (relative to the file) deep-merges it onto another."""
+    """A config file; `extends: other.yaml` (relative to the file) deep-merges it onto another.
+
+    `imports:` paths are made absolute against the file that names them, and an extending
+    file's imports add to its parent's (the parent's components still need their plugins)."""
     p = Path(path).resolve()
     if p in seen:
         raise UserError(f"config {path}: 'extends' loops back to itself")
     raw = read_yaml(p)
     if not isinstance(raw, dict):
         raise UserError(f"config {path} must be a YAML mapping of sections")
+    return _expand(raw, p.parent, (*seen, p), f"config {path}")
+
+
+def _expand(raw: dict[str, Any], base: Path, seen: tuple[Path, ...], what: str) -> dict[str, Any]:
+    """`extends` and `imports` of one config mapping whose relative paths start at `base`."""
+    if "imports" in raw:
+        raw["imports"] = plugins.absolute(plugins.check_specs(raw["imports"]), base)
     parent = raw.pop("extends", None)
     if parent is None:
         return raw
     if not isinstance(parent, str):
-        raise UserError(f"config {path}: 'extends' must be a file name")
-    return deep_merge(read_config_file(p.parent / parent, (*seen, p)), raw)
+        raise UserError(f"{what}: 'extends' must be a file name")
+    inherited = read_config_file(base / parent, seen)
+    merged = deep_merge(inherited, raw)
+    if "imports" in merged:
+        merged["imports"] = plugins.merge(inherited.get("imports"), raw.get("imports"))
+    return merged
 
 
-def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
-    """YAML file (or nothing) + dotted overrides -> validated, resolved config as a plain dict."""
-    raw = read_config_file(path) if path is not None else {}
+def load_config(source: str | Path | dict[str, Any] | None,
+                overrides: list[str] | tuple[str, ...] = (),
+                imports: list[str] | tuple[str, ...] = ()) -> dict[str, Any]:
+    """YAML file, a config mapping (paths relative to the working directory) or nothing, plus
+    dotted overrides and extra plugins -> validated, resolved config as a plain dict."""
+    if isinstance(source, dict):
+        raw = _expand(copy.deepcopy(source), Path.cwd(), (), "config")
+    else:
+        raw = read_config_file(source) if source is not None else {}
     for item in overrides:
         apply_override(raw, item)
+    if imports:
+        raw["imports"] = plugins.merge(plugins.check_specs(raw.get("imports")),
+                                       plugins.absolute(plugins.check_specs(list(imports), "--import")))
     return resolve(raw)
 
 
 def resolve(raw: dict[str, Any]) -> dict[str, Any]:
+    """Import the config's plugins (relative paths from the working directory), then validate:
+    a plugin's component names are known by the time anything checks them."""
+    if not isinstance(raw, dict):
+        validate(raw)  # the one-line refusal of a config that is not a mapping
+    raw = {**raw, "imports": plugins.absolute(plugins.check_specs(raw.get("imports")))}
+    plugins.load(raw["imports"])
     return validate(raw).model_dump(mode="json")
 
 

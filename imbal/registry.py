@@ -1,4 +1,9 @@
-"""Name -> builder registries. Components are built from explicit arguments, never the config."""
+"""Name -> builder registries. Components are built from explicit arguments, never the config.
+
+Every component kind has one Registry (MODELS, REMEDIES, SOURCES, ...; `imbal/__init__.py`
+lists them). Built-ins and plugins register the same way, `@MODELS.register("name")`, so a
+plugin's component gets the same lookup, did-you-mean and "valid: ..." list as a built-in one.
+"""
 
 from __future__ import annotations
 
@@ -14,17 +19,27 @@ def did_you_mean(name: str, choices: list[str]) -> str:
     return f" (did you mean '{close[0]}'?)" if close else ""
 
 
+class RegistrationError(ValueError):
+    """A name registered twice (a plugin reusing a built-in's name, or two plugins clashing)."""
+
+
 class Registry:
     """A named table of builders. `kind` is used in messages ("unknown backbone 'x'")."""
 
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, Callable[..., Any]] = {}
+        _ALL.append(self)
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+        if not isinstance(name, str) or not name:
+            # `@MODELS.register` without a name would silently register nothing usable.
+            raise TypeError(f"{self.kind} registry: use @register('name') with a non-empty name")
+
         def deco(fn: Callable[..., Any]) -> Callable[..., Any]:
             if name in self._items:
-                raise ValueError(f"{self.kind} '{name}' registered twice")
+                first = getattr(self._items[name], "__module__", None) or "?"
+                raise RegistrationError(f"{self.kind} '{name}' is already registered (by {first})")
             self._items[name] = fn
             return fn
 
@@ -46,3 +61,17 @@ class Registry:
 
     def __contains__(self, name: str) -> bool:
         return name in self._items
+
+
+_ALL: list[Registry] = []  # every registry created so far (snapshot/restore below)
+
+
+def snapshot() -> dict[Registry, dict[str, Callable[..., Any]]]:
+    """The contents of every registry now: a failed plugin import is rolled back to it."""
+    return {reg: dict(reg._items) for reg in _ALL}
+
+
+def restore(state: dict[Registry, dict[str, Callable[..., Any]]]) -> None:
+    """Put every registry in `state` back as it was (names registered since are dropped)."""
+    for reg, items in state.items():
+        reg._items = dict(items)

@@ -13,6 +13,16 @@ only to download missing files (``data.download: true``) or to resize (``data.im
 loading files already there at their own size never imports it.
 
 Every builder takes ``root: str, download: bool, image_size: int | None``.
+
+The contract for a plugin source, ``@SOURCES.register("name")`` (``from imbal import SOURCES``)::
+
+    builder(root: str, download: bool, image_size: int | None) -> Dataset(
+        name, train=Split(images, targets), test=Split(images, targets), classes)
+
+``root`` is ``data.root`` resolved (``$IMBAL_DATA``, else ./data), ``download`` is
+``data.download``; images are uint8 N×C×H×W (any square size: ``load_source`` resizes to
+``data.image_size`` when it is set), targets are class ids 0..len(classes)-1 (any integer
+dtype; made int64). A missing or unreadable file is a UserError naming it, not a traceback.
 """
 
 from __future__ import annotations

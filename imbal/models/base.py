@@ -5,6 +5,11 @@ A backbone builder is registered in MODELS as a function with keyword-only argum
 N×C×H×W batch to N×feature_dim (flattening included) and carries an int `.feature_dim`.
 Its keyword parameters (other than in_channels and image_size) are the params a config may set;
 build_model reads them from the signature, so an unknown param is refused with the valid list.
+Inputs arrive normalised, at the data's size (wrap the features in MinSize(n) for a minimum).
+A plugin registers the same way: `from imbal import MODELS; @MODELS.register("name")`.
+
+HEADS maps a head name (a remedy's ctx.head: "linear", "normed") to
+`cls(in_features, out_features) -> nn.Module` (features N×feature_dim -> logits N×classes).
 """
 
 from __future__ import annotations

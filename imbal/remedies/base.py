@@ -5,6 +5,29 @@ parameters (pydantic, extra="forbid") and turns every mistake into a one-line Us
 `slots()` names the parts of the plan it sets (the composition rule in plan.py refuses two
 remedies that set the same slot); `apply(ctx)` writes its part into the PlanContext and
 returns its line for the log.
+
+The contract for a plugin remedy (registered with `@remedy("name")`, from `imbal`):
+
+    @remedy("my_remedy")
+    class MyRemedy(Remedy):
+        class Params(imbal.Params):        # its config keys; unknown ones are refused
+            strength: float = 1.0
+        soft_targets_ok = False            # True if its maths takes N×C probability targets
+        def slots(self) -> set[str]: ...   # from SLOTS below
+        def apply(self, ctx: PlanContext) -> str: ...   # write ctx, return one log line
+
+`apply` reads ctx.counts / num_classes / minority_classes / epochs / generator (the run's one
+torch.Generator) and writes one of: ctx.loss_kwargs (a slot of the composed cross-entropy,
+losses.py), ctx.loss (a whole loss of its own, below), ctx.loss_hooks (fn(loss, epoch), called
+at the start of each epoch), ctx.sampler, ctx.images/targets/counts (with dataset_stage = True),
+ctx.eval_logit_offset, ctx.head.
+
+A remedy that supplies its own loss sets `ctx.loss` to an nn.Module called as
+`loss(logits, targets) -> scalar` with float32 logits N×C and int64 class ids N (N×C
+probabilities if soft_targets_ok and a batch transform makes them), and returns OWN_LOSS from
+slots(): it replaces the composed cross-entropy, so it combines with the sampling remedies only.
+imbal moves it to the training device; its own parameters, if any, are not trained (the
+optimizer holds the model's), and its loss_hooks receive it as `loss`.
 """
 
 from __future__ import annotations
@@ -29,7 +52,11 @@ SLOTS = {
     "targets": "both change the target distribution (at most one label_smoothing)",
     "modulator": "both modulate the per-sample loss (at most one focal)",
     "sampling": "both resample the training set (at most one of oversample, copy, undersample)",
+    "loss": "one supplies a whole loss of its own, which replaces the composed cross-entropy "
+    "(it combines with sampling remedies only)",
 }
+# The slots of a remedy that supplies its own loss (ctx.loss): every slot of the composed loss.
+OWN_LOSS = frozenset({"loss", "logits", "weights", "targets", "modulator"})
 
 
 def _number_only(v: Any) -> Any:
@@ -95,6 +122,7 @@ class PlanContext:
     generator: torch.Generator
     counts: list[int] = field(default_factory=list)
     loss_kwargs: dict[str, Any] = field(default_factory=dict)
+    loss: Any = None  # an nn.Module replacing the composed loss (a remedy with OWN_LOSS slots)
     # fn(loss, epoch): bound to the built loss and handed to the trainer as hook(epoch).
     loss_hooks: list[Callable[[Any, int], None]] = field(default_factory=list)
     sampler: Any = None

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 import torch
 from pydantic import Field
 
+from imbal.errors import UserError
+from imbal.registry import did_you_mean
 from imbal.remedies.base import (
     CLASS_SET_TEXT,
     ClassSet,
@@ -19,6 +21,7 @@ from imbal.remedies.base import (
 )
 from imbal.remedies.samplers import ClassSampler, class_probabilities
 from imbal.remedies.transforms import (
+    COPY_TRANSFORMS,
     Strength,
     class_counts,
     copy_indices,
@@ -51,17 +54,13 @@ class Oversample(Remedy):
         return f"oversample: {self.p.mode}, {ctx.sampler.describe()}"
 
 
-CopyTransform = Literal["hflip", "vflip", "brightness", "contrast"]
-
-
 class CopyParams(Params):
     k: Annotated[Int, Field(ge=1)] | Literal["balance"] = Field(
         "balance", description="an integer >= 1 (extra copies per image) or 'balance'"
     )
     classes: ClassSet = Field("minority", description=CLASS_SET_TEXT)
-    transforms: list[CopyTransform] = Field(
-        default_factory=list,
-        description="a list from 'hflip', 'vflip', 'brightness', 'contrast'",
+    transforms: list[str] = Field(
+        default_factory=list, description="a list of copy-transform names (COPY_TRANSFORMS)"
     )
     flip_p: Real = Field(0.5, ge=0, le=1, description="a probability in [0, 1]")
     brightness: Real = Field(0.2, ge=0, le=1, description="a number in [0, 1]")
@@ -76,6 +75,14 @@ class Copy(Remedy):
 
     Params = CopyParams
     dataset_stage = True
+
+    def __init__(self, **params: Any):
+        super().__init__(**params)
+        for name in self.p.transforms:  # registry names: built-ins and plugins alike
+            if name not in COPY_TRANSFORMS:
+                valid = ", ".join(repr(n) for n in COPY_TRANSFORMS.names())
+                raise UserError(f"remedy 'copy': unknown transform {name!r}"
+                                f"{did_you_mean(name, COPY_TRANSFORMS.names())}; valid: {valid}")
 
     def slots(self) -> set[str]:
         return {"sampling"}

@@ -12,6 +12,8 @@ sets one or two of them, and two remedies that set the same slot are refused, na
   targets    label_smoothing
   modulator  focal
   sampling   oversample, copy, undersample (one resampling of the data per run)
+  loss       a (plugin) remedy that supplies its own loss module (ctx.loss); it claims every
+             slot of the composed loss too (base.OWN_LOSS), so it combines with sampling only
 Everything across slots combines: focal on a balanced-softmax offset, LDAM with focal or
 label smoothing, label smoothing + batch_inverse (S1), copy + class_weights (S2 loss+aug),
 any loss remedy with any sampling remedy.
@@ -40,7 +42,7 @@ from imbal.remedies.transforms import class_counts
 
 @dataclass
 class Plan:
-    loss: ComposedLoss  # forward(logits N×C, targets N int64 or N×C soft) -> float32 scalar
+    loss: torch.nn.Module  # ComposedLoss (targets N int64 or N×C soft), or a remedy's own
     sampler: ClassSampler | None  # None: the trainer's plain random permutation
     images: torch.Tensor  # training images after copy / undersample
     targets: torch.Tensor
@@ -83,10 +85,11 @@ def check_composition(remedies: list[Remedy]) -> None:
         for slot in sorted(r.slots()):
             if slot in owner:
                 first = owner[slot]
+                why = SLOTS["loss"] if "loss" in first.slots() | r.slots() else SLOTS[slot]
                 if first.name == r.name:
-                    raise UserError(f"remedy '{r.name}' given twice: {SLOTS[slot]}")
+                    raise UserError(f"remedy '{r.name}' given twice: {why}")
                 raise UserError(
-                    f"remedies '{first.name}' and '{r.name}' cannot be combined: {SLOTS[slot]}"
+                    f"remedies '{first.name}' and '{r.name}' cannot be combined: {why}"
                 )
             owner[slot] = r
 
@@ -143,7 +146,10 @@ def build_plan(
     )
     ordered = [r for r in items if r.dataset_stage] + [r for r in items if not r.dataset_stage]
     lines = {id(r): r.apply(ctx) for r in ordered}
-    loss = ComposedLoss(num_classes, **ctx.loss_kwargs).to(targets.device)
+    if ctx.loss is not None and ctx.loss_kwargs:  # a remedy broke the OWN_LOSS contract
+        raise ValueError("a remedy set its own loss and others set composed-loss slots")
+    loss = ctx.loss if ctx.loss is not None else ComposedLoss(num_classes, **ctx.loss_kwargs)
+    loss = loss.to(targets.device)
     hooks = [functools.partial(fn, loss) for fn in ctx.loss_hooks]
     return Plan(
         loss=loss,

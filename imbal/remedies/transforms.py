@@ -5,6 +5,15 @@ imbalance, or its remedy, must be a property of the data set, not of the loop.
 
 Random draws are made on the generator's device and moved to the data's device, so a CPU
 generator works with CUDA data and a device generator with data on that device.
+
+COPY_TRANSFORMS holds what `copy`'s `transforms:` list may name. A copy transform is registered
+as `@COPY_TRANSFORMS.register("name")` on a function
+
+    fn(x: float32 N×C×H×W (pixel values 0..255), generator: torch.Generator,
+       strength: Strength) -> float32 N×C×H×W
+
+that alters each image with its own random draw from `generator` (on the generator's device:
+use _rand); the result is rounded and clamped to uint8 afterwards.
 """
 
 from __future__ import annotations

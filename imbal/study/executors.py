@@ -1,7 +1,9 @@
 """Executing a sweep's runs: local worker processes, or Slurm jobs through submitit.
 
-A job is a plain dict {name, cfg (resolved config), out_dir, overwrite, train_fn ("module:attr")}
-and `execute_job` is the one function that runs it, in a child process or on a cluster node. It
+A job is a plain dict {name, cfg (resolved config), out_dir, overwrite, train_fn ("module:attr"),
+imports (the plugins to import first: absolute .py paths or module names)} and `execute_job` is
+the one function that runs it, in a child process or on a cluster node, so a worker needs nothing
+but the job to know every component a run names. It
 never raises for a failing run: the traceback goes to RUN_DIR/error.txt and the outcome says
 "failed", so one bad run never stops a sweep.
 """
@@ -22,6 +24,7 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from imbal import plugins
 from imbal.errors import UserError
 
 if TYPE_CHECKING:
@@ -53,6 +56,7 @@ def execute_job(job: dict[str, Any]) -> dict[str, Any]:
     t0 = time.time()
     try:
         (out / "error.txt").unlink(missing_ok=True)
+        plugins.load(job.get("imports") or [])
         train = _import_fn(job.get("train_fn") or DEFAULT_TRAIN_FN)
         train(job["cfg"], out_dir=str(out), overwrite=job["overwrite"], quiet=True)
         if not is_complete(out):
@@ -125,6 +129,8 @@ def prepare_jobs(sweep: Sweep, *, threads: int | None, overwrite: bool,
             overrides.append(f"train.threads={threads}")
         try:
             cfg = _load_config(str(sweep.base), overrides)
+            if sweep.imports:  # the sweep's plugins travel inside each run's config
+                cfg["imports"] = plugins.merge(cfg.get("imports"), sweep.imports)
             _check_config(cfg)
         except UserError as err:
             raise UserError(f"sweep run {run.name}: {err}") from None
@@ -138,7 +144,8 @@ def prepare_jobs(sweep: Sweep, *, threads: int | None, overwrite: bool,
             skipped.append(run.name)
             continue
         jobs.append({"name": run.name, "cfg": cfg, "out_dir": str(out_dir),
-                     "overwrite": overwrite or out_dir.exists(), "train_fn": train_fn})
+                     "overwrite": overwrite or out_dir.exists(), "train_fn": train_fn,
+                     "imports": list(cfg.get("imports") or [])})
     return jobs, skipped
 
 

@@ -8,6 +8,7 @@ A sweep file (YAML):
     runs: [{name: focal, set: {remedy: [{name: focal, gamma: 2}]}}]   # ... and/or a list
     seeds: {train: [0, 1, 2], data: [0]}           # both vary; cartesian
     out: runs/s1                 # relative to the working directory
+    imports: [my_loss.py]        # plugins for every run, relative to the sweep file (optional)
 
 Run names are `<label>__d<data seed>_s<train seed>`; the label is the explicit run name and/or
 the grid values. This module turns the file into runs and jobs and drives them; the executors
@@ -23,13 +24,14 @@ import json
 import os
 import re
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from imbal import plugins
 from imbal.errors import UserError
 from imbal.study import executors as sweep_exec
 from imbal.study.executors import DEFAULT_TRAIN_FN, prepare_jobs
@@ -70,6 +72,7 @@ class SweepSpec(_Strict):
     runs: list[RunEntry] = Field(default_factory=list)
     seeds: SeedSpec = Field(default_factory=SeedSpec)
     out: str | None = None
+    imports: list[str] = Field(default_factory=list)
 
 
 @dataclass
@@ -97,6 +100,7 @@ class Sweep:
     runs: list[Run]
     out: Path
     source: Path
+    imports: list[str] = field(default_factory=list)  # absolute paths / module names
 
 
 def format_override(key: str, value: Any) -> str:
@@ -112,7 +116,7 @@ def _one_line_error(err: ValidationError, path: Path) -> str:
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     if e["type"] == "extra_forbidden":
         return (f"sweep file {path}: unknown key '{loc}' "
-                "(valid: name, base, set, grid, runs, seeds, out)")
+                "(valid: name, base, set, grid, runs, seeds, out, imports)")
     if e["type"] == "missing":
         return f"sweep file {path}: missing key '{loc}'"
     got = e.get("input")
@@ -236,8 +240,9 @@ def expand(spec: SweepSpec) -> list[Run]:
 
 
 def load_sweep(path: str | Path, *, out: str | None = None,
-               extra: dict[str, Any] | None = None) -> Sweep:
-    """Read, validate and expand a sweep file. `extra` = command-line overrides for every run."""
+               extra: dict[str, Any] | None = None, imports: list[str] | None = None) -> Sweep:
+    """Read, validate and expand a sweep file. `extra` = command-line overrides for every run,
+    `imports` = command-line plugins for every run (relative to the working directory)."""
     p = Path(path)
     spec = read_spec(p)
     base = (p.parent / spec.base).resolve()
@@ -251,7 +256,9 @@ def load_sweep(path: str | Path, *, out: str | None = None,
     if clash:
         raise UserError(f"--set {clash[0]}: the sweep varies this key; edit the sweep file instead")
     dest = Path(out or spec.out or Path("runs") / shorten(spec.name))
-    return Sweep(spec.name, base, {**spec.set, **extra}, runs, dest, p.resolve())
+    every = plugins.merge(plugins.absolute(spec.imports, p.resolve().parent),
+                          plugins.absolute(plugins.check_specs(imports or [], "--import")))
+    return Sweep(spec.name, base, {**spec.set, **extra}, runs, dest, p.resolve(), every)
 
 
 def sweep_record(sweep: Sweep) -> dict[str, Any]:
@@ -261,6 +268,7 @@ def sweep_record(sweep: Sweep) -> dict[str, Any]:
         "sweep_file": str(sweep.source),
         "base": str(sweep.base),
         "set": sweep.common,
+        "imports": sweep.imports,
         "runs": [asdict(r) for r in sweep.runs],
     }
 
@@ -289,6 +297,8 @@ def _list_runs(sweep: Sweep, jobs: list[dict[str, Any]], skipped: list[str], say
     say(f"sweep '{sweep.name}': {len(sweep.runs)} runs ({len(labels)} configurations) -> "
         f"{sweep.out}")
     say(f"base: {sweep.base}")
+    if sweep.imports:
+        say("imports: " + " ".join(sweep.imports))
     if sweep.common:
         say("common: " + " ".join(format_override(k, v) for k, v in sweep.common.items()))
     width = max(len(r.name) for r in sweep.runs)
@@ -324,11 +334,12 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
               dry_run: bool = False, out: str | None = None, extra: dict[str, Any] | None = None,
               overwrite: bool = False, train_fn: str = DEFAULT_TRAIN_FN,
               slurm: dict[str, Any] | None = None, wait: bool = True, cluster: str = "slurm",
-              say=print) -> int:
+              imports: list[str] | None = None, say=print) -> int:
     """Expand, skip what is complete, run the rest; exit status 1 if any run failed."""
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers})")
-    sweep = load_sweep(path, out=out, extra=extra)
+    sweep = load_sweep(path, out=out, extra=extra, imports=imports)
+    plugins.load(sweep.imports)  # before any run's config is checked; each job carries them
     if executor == "slurm" and not dry_run:
         sweep_exec.check_slurm(cluster)  # before anything is written
     slurm = slurm or {}
@@ -386,6 +397,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--set", dest="set_items", action="append", metavar="KEY=VALUE",
                         help="override for every run (value parsed as YAML); repeatable")
     parser.add_argument("--overwrite", action="store_true", help="re-run complete runs too")
+    parser.add_argument("--import", dest="imports", action="append", default=[],
+                        metavar="MODULE_OR_PATH", help="import a plugin (a module name or a .py "
+                        "file) in the sweep and in every run; repeatable")
     parser.add_argument("--train-fn", default=DEFAULT_TRAIN_FN, help=argparse.SUPPRESS)
     g = parser.add_argument_group("slurm (--executor slurm; needs pip install 'imbal[slurm]')")
     g.add_argument("--partition", help="Slurm partition")
@@ -413,4 +427,5 @@ def run(args: argparse.Namespace) -> int:
                      dry_run=args.dry_run, out=args.out,
                      extra=_pairs(args.set_items, "--set", parse=True), overwrite=args.overwrite,
                      train_fn=args.train_fn, slurm=slurm, wait=not args.no_wait,
-                     cluster=args.submitit_cluster, say=lambda s: print(s, flush=True))
+                     cluster=args.submitit_cluster, imports=args.imports,
+                     say=lambda s: print(s, flush=True))

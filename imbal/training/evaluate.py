@@ -12,12 +12,15 @@ from imbal.training.runs import atomic_write_json, load_checkpoint
 from imbal.training.setup import build_setup
 
 
-def evaluate_run(run_dir: Path, *, which: str = "best", device: str | None = None) -> dict:
+def evaluate_run(run_dir: Path, *, which: str = "best", device: str | None = None,
+                 imports: list[str] | tuple[str, ...] = ()) -> dict:
+    """Score checkpoint `which` of a run on its test set; the run's config names its plugins
+    (absolute paths), `imports` adds more."""
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a run directory: no config.yaml")
     overrides = [f"train.device={device}"] if device else []
-    cfg = load_config(cfg_path, overrides)
+    cfg = load_config(cfg_path, overrides, imports=imports)
     ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
     setup = build_setup(cfg, quiet=True)
     try:

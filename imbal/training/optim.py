@@ -1,7 +1,21 @@
 """Optimizer and learning-rate schedule registries. Schedules step once per epoch.
 
 The optimizers are imbal's own (imbal/optimizers.py: torch.optim's update rules without the
-torch._dynamo import that costs a short run a third of its start-up)."""
+torch._dynamo import that costs a short run a third of its start-up).
+
+Contracts, for plugins (``from imbal import OPTIMIZERS, SCHEDULES``):
+
+    @OPTIMIZERS.register("name")
+    def fn(params, *, lr, momentum, nesterov, weight_decay) -> torch.optim.Optimizer-like
+        (params: the model's parameters; the rest: train.optimizer's keys; the result needs
+        step(), zero_grad(set_to_none=...), state_dict()/load_state_dict() and param_groups
+        with "lr", which the epoch schedule sets)
+
+    @SCHEDULES.register("name")
+    def fn(*, epochs, t_max, milestones, gamma) -> (epoch: int) -> lr multiplier
+        (train.schedule's keys; the function of the 0-based epoch is pure, so resuming needs
+        only the epoch; warmup_epochs is applied on top by imbal)
+"""
 
 from __future__ import annotations
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from imbal.config import dump_yaml, validate
+from imbal.config import dump_yaml, resolve
 from imbal.console import say
 from imbal.training.loop import fit
 from imbal.training.runs import (
@@ -20,8 +20,9 @@ from imbal.training.setup import build_setup, check_names, format_counts
 
 def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, quiet: bool = True,
           resume: bool = False) -> dict:
-    """Train one run into `out_dir` (default logging.out_dir/name) and return results.json."""
-    cfg = validate(cfg).model_dump(mode="json")
+    """Train one run into `out_dir` (default logging.out_dir/name) and return results.json.
+    The config's plugins (`imports:`) are imported first: a sweep worker needs nothing else."""
+    cfg = resolve(cfg)
     check_names(cfg)
     quiet = quiet or not cfg["logging"]["progress"]
     run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
@@ -34,7 +35,7 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     say(format_counts(counts), quiet)
     for line in setup.trainer.plan.describe:
         say(f"remedy: {line}", quiet)
-    meta = {**provenance(setup.device), "run_dir": str(run_dir)}
+    meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir)}
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)

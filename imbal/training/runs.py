@@ -138,10 +138,13 @@ def package_version(name: str) -> str | None:
         return None
 
 
-def provenance(device: torch.device) -> dict:
+def provenance(device: torch.device, imports: list[str] | tuple[str, ...] = ()) -> dict:
+    """Where and with what a run ran; `imports`: the config's plugins (recorded with file and
+    sha256, after the installed entry-point plugins)."""
     import numpy
 
     import imbal
+    from imbal import plugins
 
     return {
         "git_revision": git_revision(),
@@ -155,6 +158,7 @@ def provenance(device: torch.device) -> dict:
                      "torch": torch.__version__, "torchvision": package_version("torchvision"),
                      "numpy": numpy.__version__},
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "plugins": plugins.used(imports),
     }
 
 
