@@ -35,7 +35,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "SCHEDULES": ("imbal.training.optim", "SCHEDULES"),
     "PRETEXT_TASKS": ("imbal.pretext", "TASKS"),
     "TASKS": ("imbal.pretext", "TASKS"),
-    "BATCH_TRANSFORMS": ("imbal.remedies.batch", "BATCH_TRANSFORMS"),
+    "BATCH_TRANSFORMS": ("imbal.remedies", "BATCH_TRANSFORMS"),
     "COPY_TRANSFORMS": ("imbal.remedies.transforms", "COPY_TRANSFORMS"),
 }
 

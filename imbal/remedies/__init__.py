@@ -2,12 +2,15 @@
 
 from imbal.remedies import data_remedies, loss_remedies, mixing  # noqa: F401  (registration)
 from imbal.remedies.base import REMEDIES, Remedy
+from imbal.remedies.batch import BATCH_TRANSFORMS, BatchTransform
 from imbal.remedies.losses import ComposedLoss
 from imbal.remedies.plan import Plan, build_plan, parse_remedies
 from imbal.remedies.samplers import ClassSampler
 
 __all__ = [
+    "BATCH_TRANSFORMS",
     "REMEDIES",
+    "BatchTransform",
     "ClassSampler",
     "ComposedLoss",
     "Plan",
