@@ -7,6 +7,7 @@ import os
 
 import pytest
 import torch
+from PIL import Image
 from synth import write_image_folder
 
 from imbal.config import load_config
@@ -72,7 +73,14 @@ def test_a_file_that_does_not_decode_is_named(tmp_path):
     (root / "train" / "b" / "empty.png").write_bytes(b"\x89PNG garbage")
     with pytest.raises(UserError, match=r"cannot decode .*empty\.png \(.+\); replace it"):
         load_source("imagefolder", root=str(root))
-    assert not (tmp_path / "cache").exists()  # the train split failed: nothing was cached
+    os.unlink(root / "train" / "b" / "empty.png")
+    frames = [Image.new("RGB", (8, 8), c) for c in ("red", "blue")]
+    frames[0].save(root / "test" / "a" / "moving.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(UserError, match=r"cannot decode .*/test/a/moving\.gif \(an animated "
+                                        r"image of 2 frames\)"):
+        load_source("imagefolder", root=str(root))
+    # the train split's entry only: the test split failed and left no (temporary) file
+    assert [p.name.startswith("imagefolder-") for p in (tmp_path / "cache").iterdir()] == [True]
 
 
 def test_jpeg_and_mixed(tmp_path):

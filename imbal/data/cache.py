@@ -65,7 +65,7 @@ def entry_path(tag: str, identity: Any, stamps: Sequence[Stamp]) -> tuple[str, s
     """(prefix, path) of the entry: the prefix names tag + identity, the rest adds the stamps."""
     safe = re.sub(r"[^A-Za-z0-9_.-]", "_", tag)[:40]
     prefix = f"{safe}-{_digest(tag, identity)[:12]}-"
-    name = f"{prefix}{_digest(tag, identity, [list(s) for s in stamps])[:24]}.pt"
+    name = f"{prefix}{_digest(tag, identity, stamps)[:24]}.pt"  # tuples dump as JSON lists
     return prefix, os.path.join(cache_dir(), name)
 
 

@@ -112,14 +112,15 @@ def _scan(root: str) -> tuple[list[str], dict[str, list[Entry]], list[str]]:
     skipped: list[str] = []
     for split in SPLITS:
         for label, name in enumerate(classes):
-            listed = _list_files(root, f"{split}/{name}")
-            images = [(p, s, m, label) for p, s, m in listed
-                      if p.lower().endswith(IMAGE_EXTENSIONS)]
-            if not images:
+            n_before = len(files[split])
+            for p, s, m in _list_files(root, f"{split}/{name}"):
+                if p.lower().endswith(IMAGE_EXTENSIONS):
+                    files[split].append((p, s, m, label))
+                else:
+                    skipped.append(p)
+            if len(files[split]) == n_before:
                 raise UserError(f"imagefolder: class folder {os.path.join(root, split, name)} "
                                 f"holds no images ({', '.join(IMAGE_EXTENSIONS)})")
-            files[split] += images
-            skipped += [p for p, _, _ in listed if not p.lower().endswith(IMAGE_EXTENSIONS)]
     return classes, files, skipped
 
 
@@ -162,6 +163,8 @@ def _decode_file(path: str, image_size: int | None) -> torch.Tensor:
                            mode=ImageReadMode.RGB)
     except (RuntimeError, ValueError) as e:  # not an image, or a damaged one
         raise refuse((str(e).strip().splitlines() or [type(e).__name__])[0]) from e
+    if img.ndim != 3:  # an animated GIF or WebP decodes to frames×C×H×W
+        raise refuse(f"an animated image of {img.shape[0]} frames")
     if image_size is not None and img.shape[-2:] != (image_size, image_size):
         from torchvision.transforms.v2 import functional as F
 
