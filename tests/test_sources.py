@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 from synth import write_image_folder, write_mnist_idx
 
 from imbal.config import load_config
@@ -50,9 +51,14 @@ def test_registered_names():
 
 
 def test_bundled_configs_name_registered_sources():
-    configs = sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml"))
-    for p in configs:
-        SOURCES.get(load_config(p)["data"]["source"])
+    """Every data.source a bundled config names (read raw: one that extends another inherits a
+    source named in a file checked here too)."""
+    named = set()
+    for p in sorted(Path(__file__).resolve().parents[1].glob("configs/*.yaml")):
+        named.add((yaml.safe_load(p.read_text()).get("data") or {}).get("source", "digits"))
+    assert {"cifar100", "digits", "imagefolder", "mnist"} <= named
+    for name in named:
+        SOURCES.get(name)
 
 
 @pytest.mark.parametrize("name, total, tail", [
