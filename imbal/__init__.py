@@ -54,6 +54,7 @@ _OTHERS: dict[str, tuple[str, str]] = {
     "BatchTransform": ("imbal.remedies.batch", "BatchTransform"),
     "Dataset": ("imbal.data.split", "Dataset"),
     "Split": ("imbal.data.split", "Split"),
+    "LazySplit": ("imbal.data.split", "LazySplit"),
     "PretextTask": ("imbal.pretext", "PretextTask"),
     "TaskParams": ("imbal.pretext.base", "TaskParams"),
 }

@@ -48,10 +48,10 @@ class Augment(Section):
 
 
 class Data(Section):
-    source: str = Field("digits", description="digits | mnist | fashion_mnist | cifar10 | imagefolder")
+    source: str = Field("digits", description="digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | svhn | imagefolder")
     root: str | None = Field(None, description="data directory (default $IMBAL_DATA, else ./data)")
     download: bool = Field(False, description="let torchvision download missing files")
-    image_size: int | None = Field(None, ge=4, description="imagefolder: resize images to this square size")
+    image_size: int | None = Field(None, ge=4, description="resize images to this square size (null: the source's own size)")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified")
     subset: Subset = Field(default_factory=Subset)
     imbalance: Imbalance = Field(default_factory=Imbalance)

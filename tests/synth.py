@@ -11,8 +11,11 @@ labels int64 N, in file order). Labels are shuffled with ``seed``, so label orde
     write_mnist_idx(root, 3, 2)           -> root/MNIST/raw/{train,t10k}-{images-idx3,labels-idx1}-ubyte
     write_idx(path, uint8_array)          -> one IDX file (for damaged-file tests)
     write_fashion_mnist_idx(root, 3, 2)   -> root/FashionMNIST/raw/...
+    write_mnist_idx(root, 3, 2, folder="KMNIST")  -> root/KMNIST/raw/...
     write_cifar10_batches(root, 3, 2)     -> root/cifar-10-batches-py/data_batch_1..5, test_batch,
                                              batches.meta
+    write_cifar100(root, 2, 1)            -> root/cifar-100-python/train, test, meta
+    write_svhn(root, 3, 2)                -> root/train_32x32.mat, root/test_32x32.mat
     write_image_folder(root, ["a", "b"], 4, size=16, fmt="png")
                                           -> root/train/<class>/NNNN.png, root/test/<class>/NNNN.png
 """
@@ -146,3 +149,56 @@ def write_image_folder(root: str, classes: list[str], n_per_class: int, size: in
             pil.save(os.path.join(folder, f"{j:04d}.{ext}"), quality=95)
         out[f"{split}_images"], out[f"{split}_labels"] = images, labels
     return out
+
+
+CIFAR100_CLASSES = [f"fine{k:02d}" for k in range(100)]  # synthetic names, read from meta
+
+
+def write_cifar100(root: str, n_train_per_class: int, n_test_per_class: int,
+                   seed: int = 0) -> dict[str, np.ndarray]:
+    """root/cifar-100-python/: "train" and "test" (pickled dicts with "data" uint8 N×3072,
+    "fine_labels", "coarse_labels", "filenames", "batch_label") and "meta" (with
+    "fine_label_names" and "coarse_label_names"), as in the official archive."""
+    data = _split_arrays(n_train_per_class, n_test_per_class, 100, 3, 32, seed)
+    folder = os.path.join(root, "cifar-100-python")
+    os.makedirs(folder, exist_ok=True)
+    for split in ("train", "test"):
+        labels = [int(v) for v in data[f"{split}_labels"]]
+        entry = {
+            "batch_label": f"{split}ing batch 1 of 1",
+            "fine_labels": labels,
+            "coarse_labels": [k // 5 for k in labels],
+            "data": data[f"{split}_images"].reshape(len(labels), -1),
+            "filenames": [f"{split}_{i}.png" for i in range(len(labels))],
+        }
+        with open(os.path.join(folder, split), "wb") as f:
+            pickle.dump(entry, f, protocol=2)
+    meta = {"fine_label_names": CIFAR100_CLASSES,
+            "coarse_label_names": [f"coarse{k:02d}" for k in range(20)]}
+    with open(os.path.join(folder, "meta"), "wb") as f:
+        pickle.dump(meta, f, protocol=2)
+    return data
+
+
+def write_svhn(root: str, n_train_per_class: int, n_test_per_class: int,
+               seed: int = 0) -> dict[str, np.ndarray]:
+    """root/train_32x32.mat and root/test_32x32.mat as the official files: "X" uint8
+    32×32×3×N (H, W, C, N), "y" uint8 N×1 with 10 standing for the digit 0. The returned labels
+    are the digits (0..9)."""
+    from scipy.io import savemat
+
+    data = _split_arrays(n_train_per_class, n_test_per_class, 10, 3, 32, seed)
+    os.makedirs(root, exist_ok=True)
+    for split in ("train", "test"):
+        digits = data[f"{split}_labels"]
+        y = np.where(digits == 0, 10, digits).astype(np.uint8).reshape(-1, 1)
+        x = np.ascontiguousarray(data[f"{split}_images"].transpose(2, 3, 1, 0))
+        savemat(os.path.join(root, f"{split}_32x32.mat"), {"X": x, "y": y})
+    return data
+
+
+def md5_of(path: str) -> str:
+    import hashlib
+
+    with open(path, "rb") as f:
+        return hashlib.md5(f.read()).hexdigest()

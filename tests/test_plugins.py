@@ -111,7 +111,7 @@ def test_import_flag_on_data_and_train_with_a_module_name(tmp_path, fresh, monke
     cfg = tmp_path / "c.yaml"
     cfg.write_text("data: {source: shapes}\n")
     assert main(["data", str(cfg)]) == 2
-    assert "unknown dataset 'shapes'; valid: cifar10, digits" in capsys.readouterr().err
+    assert "unknown dataset 'shapes'; valid: cifar10, cifar100, digits" in capsys.readouterr().err
     monkeypatch.chdir(EXAMPLES)  # --import paths are relative to the working directory
     assert main(["data", str(cfg), "--import", "shapes_source.py"]) == 0
     assert capsys.readouterr().out.startswith("shapes: 6 classes, images 1x16x16")

@@ -1,31 +1,39 @@
 """A folder of image files as a data set: ROOT/train/<class>/* and ROOT/test/<class>/*.
 
 Classes are the sorted names of the sub-folders of ROOT/train (ROOT/test must hold the same
-ones). Files are decoded with torchvision.io into RGB uint8, resized to image_size×image_size
-when asked, and the decoded tensors are cached in $IMBAL_CACHE (default ~/.cache/imbal): the
-cache key covers the absolute root, image_size and the (path, size, mtime) of every file, so
-editing the folder invalidates it. Nothing is ever written under ROOT (it may be read-only).
+ones). The images of a class are its non-hidden files, at any depth, whose names end in a format
+torchvision.io.decode_image reads (IMAGE_EXTENSIONS, any case), in sorted path order; other
+files are skipped with one warning. Labels therefore come from the listing, before anything is
+decoded, and each split is a LazySplit: a subset decodes only the files it keeps.
+
+Files are decoded with torchvision.io into RGB uint8, resized to image_size×image_size when
+asked; a file that does not decode is an error naming it (dropping it would shift the labels
+already handed out). Decoded tensors go to the data cache (imbal/data/cache.py), keyed by the
+(path, size, mtime_ns) of the decoded files and image_size: one entry per split, plus one per
+subset. A subset whose whole split is already cached is sliced from it instead. Nothing is
+ever written under ROOT (it may be read-only).
 """
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
-import sys
-import tempfile
-import time
 import warnings
 from concurrent.futures import ThreadPoolExecutor
 
 import torch
 
-from imbal.data.split import Dataset, Split
+from imbal.data import cache
+from imbal.data.split import Dataset, LazySplit
 from imbal.errors import UserError
 
-# Bump when the decoding or the cache layout changes, so older cache files are not reused.
-CACHE_VERSION = 1
 SPLITS = ("train", "test")
+TAG = "imagefolder"
+# What torchvision.io.decode_image reads without extra libraries (it sniffs the bytes; the
+# names only decide which files are images, as torchvision.datasets.ImageFolder does).
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".webp")
 
 # torchvision 0.29 warns on every decode call that its decoders will move to TorchCodec (not
 # installed here); they still work, and 60k identical warnings help nobody.
@@ -34,13 +42,23 @@ warnings.filterwarnings(
     category=DeprecationWarning,
 )
 
-
-def cache_dir() -> str:
-    return os.path.expanduser(os.environ.get("IMBAL_CACHE") or "~/.cache/imbal")
+Entry = tuple[str, int, int, int]  # path relative to root, size, mtime_ns, label
 
 
-def _warn(msg: str) -> None:
-    print(f"warning: {msg}", file=sys.stderr)
+def open_image_folder(root: str, image_size: int | None = None) -> Dataset:
+    """List ROOT/train and ROOT/test; images are decoded (or read from the cache) on load."""
+    root = os.path.abspath(os.path.expanduser(root))
+    classes, files, skipped = _scan(root)
+    if skipped:
+        cache.warn(f"imagefolder: skipped {len(skipped)} file(s) under {root} that are not "
+                   f"images ({', '.join(e[1:] for e in IMAGE_EXTENSIONS)}) (e.g. {skipped[0]})")
+
+    def lazy(split: str) -> LazySplit:
+        entries = files[split]
+        targets = torch.tensor([e[3] for e in entries], dtype=torch.int64)
+        return LazySplit(targets, functools.partial(_load, root, split, entries, image_size))
+
+    return Dataset(name="imagefolder", train=lazy("train"), test=lazy("test"), classes=classes)
 
 
 def _list_files(root: str, rel: str) -> list[tuple[str, int, int]]:
@@ -75,8 +93,8 @@ def _class_folders(root: str, split: str) -> list[str]:
     )
 
 
-def _scan(root: str) -> tuple[list[str], dict[str, list[tuple[str, int, int, int]]]]:
-    """Classes and, per split, (path, size, mtime_ns, label) of every candidate file."""
+def _scan(root: str) -> tuple[list[str], dict[str, list[Entry]], list[str]]:
+    """Classes; per split the entries of every image file; the files skipped as non-images."""
     if not os.path.isdir(root):
         raise UserError(f"imagefolder: data root {root} is not a directory")
     classes = _class_folders(root, "train")
@@ -90,29 +108,48 @@ def _scan(root: str) -> tuple[list[str], dict[str, list[tuple[str, int, int, int
             f"imagefolder: {os.path.join(root, 'test')} must have the same class folders as "
             f"train/ (missing in test: {lacking or 'none'}; only in test: {extra or 'none'})"
         )
-    files: dict[str, list[tuple[str, int, int, int]]] = {}
+    files: dict[str, list[Entry]] = {split: [] for split in SPLITS}
+    skipped: list[str] = []
     for split in SPLITS:
-        files[split] = []
         for label, name in enumerate(classes):
-            files[split] += [(p, s, m, label) for p, s, m in _list_files(root, f"{split}/{name}")]
-    return classes, files
+            n_before = len(files[split])
+            for p, s, m in _list_files(root, f"{split}/{name}"):
+                if p.lower().endswith(IMAGE_EXTENSIONS):
+                    files[split].append((p, s, m, label))
+                else:
+                    skipped.append(p)
+            if len(files[split]) == n_before:
+                raise UserError(f"imagefolder: class folder {os.path.join(root, split, name)} "
+                                f"holds no images ({', '.join(IMAGE_EXTENSIONS)})")
+    return classes, files, skipped
 
 
-def _cache_name(root: str, image_size: int | None, files: dict) -> tuple[str, str]:
-    """(prefix, file name): the prefix names root + image_size, the rest the whole listing.
+def _load(root: str, split: str, entries: list[Entry], image_size: int | None,
+          indices: torch.Tensor) -> torch.Tensor:
+    """The images of ``entries[indices]``: from the cache (the split's entry, sliced, or this
+    subset's), else decoded and cached."""
+    identity = {"root": root, "split": split, "image_size": image_size}
+    chosen = entries
+    if len(indices) != len(entries):  # ascending without repeats: anything shorter is a subset
+        whole = cache.lookup(TAG, identity, [e[:3] for e in entries])
+        if whole is not None:
+            return whole["images"][indices]
+        chosen = [entries[i] for i in indices.tolist()]
+        names = hashlib.sha256(json.dumps([e[0] for e in chosen]).encode()).hexdigest()
+        identity = {**identity, "subset": names[:24]}
+    blob = cache.cached(TAG, identity, [e[:3] for e in chosen],
+                        lambda: {"images": _decode_split(root, chosen, image_size)},
+                        what=f"decoded {len(chosen)} images under {os.path.join(root, split)}")
+    return blob["images"]
 
-    The shared prefix lets a new cache file replace the stale one of the same folder.
-    """
-    listing = [e[:3] for split in SPLITS for e in files[split]]
-    head = json.dumps([CACHE_VERSION, root, image_size]).encode()
-    prefix = f"imagefolder-{hashlib.sha256(head).hexdigest()[:12]}-"
-    full = hashlib.sha256(json.dumps([CACHE_VERSION, root, image_size, listing]).encode())
-    return prefix, f"{prefix}{full.hexdigest()[:24]}.pt"
 
-
-def _decode_file(path: str, image_size: int | None) -> torch.Tensor | None:
-    """RGB uint8 C×H×W of one file, or None if it is not a decodable image."""
+def _decode_file(path: str, image_size: int | None) -> torch.Tensor:
+    """RGB uint8 C×H×W of one file; a file that is not a decodable image is a UserError."""
     from torchvision.io import ImageReadMode, decode_image
+
+    def refuse(why: str) -> UserError:
+        return UserError(f"imagefolder: cannot decode {path} ({why}); replace it, or remove it "
+                         "from the class folder")
 
     try:
         with open(path, "rb") as f:  # plain Python reads beat torchvision.io.read_file here
@@ -120,12 +157,14 @@ def _decode_file(path: str, image_size: int | None) -> torch.Tensor | None:
     except OSError as e:
         raise UserError(f"imagefolder: cannot read {path} ({e.strerror or e})") from e
     if not raw:
-        return None
+        raise refuse("empty file")
     try:
         img = decode_image(torch.frombuffer(bytearray(raw), dtype=torch.uint8),
                            mode=ImageReadMode.RGB)
-    except (RuntimeError, ValueError):  # not an image, or a damaged one
-        return None
+    except (RuntimeError, ValueError) as e:  # not an image, or a damaged one
+        raise refuse((str(e).strip().splitlines() or [type(e).__name__])[0]) from e
+    if img.ndim != 3:  # an animated GIF or WebP decodes to frames×C×H×W
+        raise refuse(f"an animated image of {img.shape[0]} frames")
     if image_size is not None and img.shape[-2:] != (image_size, image_size):
         from torchvision.transforms.v2 import functional as F
 
@@ -133,7 +172,7 @@ def _decode_file(path: str, image_size: int | None) -> torch.Tensor | None:
     return img
 
 
-def _decode_all(paths: list[str], image_size: int | None) -> list[torch.Tensor | None]:
+def _decode_all(paths: list[str], image_size: int | None) -> list[torch.Tensor]:
     """Decode in chunks of 256 files on up to 4 threads.
 
     Measured on CIFAR-10 jpeg: with files in the page cache threads neither help nor hurt much
@@ -148,107 +187,18 @@ def _decode_all(paths: list[str], image_size: int | None) -> list[torch.Tensor |
         return [img for chunk in done for img in chunk]
 
 
-def _decode_split(
-    root: str, split: str, entries: list, classes: list[str], image_size: int | None
-) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
-    """Decode one split; refuse empty classes and (without image_size) mixed sizes."""
+def _decode_split(root: str, entries: list[Entry], image_size: int | None) -> torch.Tensor:
+    """uint8 N×3×H×W of the entries' files; without image_size they must share one size."""
     decoded = _decode_all([os.path.join(root, e[0]) for e in entries], image_size)
-    skipped = [e[0] for e, img in zip(entries, decoded, strict=True) if img is None]
-    kept = [(img, e[3], e[0]) for img, e in zip(decoded, entries, strict=True) if img is not None]
-    labels = torch.tensor([k[1] for k in kept], dtype=torch.int64)
-    present = torch.bincount(labels, minlength=len(classes))
-    for c, name in enumerate(classes):
-        if present[c] == 0:
+    first = decoded[0]
+    for img, e in zip(decoded, entries, strict=True):
+        if img.shape != first.shape:
             raise UserError(
-                f"imagefolder: class folder {os.path.join(root, split, name)} holds no images"
+                f"imagefolder: images under {root} differ in size ({_hw(first)} {entries[0][0]} "
+                f"vs {_hw(img)} {e[0]}); set data.image_size to resize them all to one size"
             )
-    shapes = {tuple(k[0].shape) for k in kept}
-    if len(shapes) > 1:
-        first = kept[0]
-        other = next(k for k in kept if k[0].shape != first[0].shape)
-        raise UserError(
-            f"imagefolder: images under {root} differ in size ({_hw(first[0])} {first[2]} vs "
-            f"{_hw(other[0])} {other[2]}); set data.image_size to resize them all to one size"
-        )
-    return torch.stack([k[0] for k in kept]), labels, skipped
+    return torch.stack(decoded)
 
 
 def _hw(img: torch.Tensor) -> str:
     return f"{img.shape[-2]}x{img.shape[-1]}"
-
-
-def _load_cache(path: str) -> dict | None:
-    if not os.path.isfile(path):
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # a truncated or foreign file: decode again and overwrite it
-        _warn(f"ignoring unreadable cache file {path} ({type(e).__name__})")
-        return None
-    needed = {"classes", "skipped", "train_images", "train_targets", "test_images", "test_targets"}
-    return blob if isinstance(blob, dict) and needed <= set(blob) else None
-
-
-def _save_cache(path: str, prefix: str, blob: dict) -> None:
-    """Atomic write (temp file in the same folder, then os.replace), then drop stale versions
-    of the same folder (same prefix). Failure only warns: the data is already in memory."""
-    folder = os.path.dirname(path)
-    try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=".pt")
-        try:
-            with os.fdopen(fd, "wb") as f:
-                torch.save(blob, f)
-            os.replace(tmp, path)
-        except BaseException:
-            os.unlink(tmp)
-            raise
-        for name in os.listdir(folder):
-            if name.startswith(prefix) and name != os.path.basename(path):
-                os.unlink(os.path.join(folder, name))
-    except OSError as e:
-        _warn(f"could not write the image cache to {folder} ({e}); set IMBAL_CACHE to a writable "
-              "directory to avoid decoding again")
-
-
-def _report_skipped(root: str, skipped: list[str]) -> None:
-    if skipped:
-        _warn(
-            f"imagefolder: skipped {len(skipped)} file(s) under {root} that are not decodable "
-            f"images (e.g. {skipped[0]})"
-        )
-
-
-def load_image_folder(root: str, image_size: int | None = None) -> Dataset:
-    """Load ROOT/train and ROOT/test; decoded tensors come from / go to the cache."""
-    root = os.path.abspath(os.path.expanduser(root))
-    classes, files = _scan(root)
-    prefix, name = _cache_name(root, image_size, files)
-    path = os.path.join(cache_dir(), name)
-    blob = _load_cache(path)
-    if blob is None:
-        import torchvision.io  # noqa: F401  (imported before the clock starts)
-
-        t0 = time.perf_counter()
-        blob = {"classes": classes, "skipped": []}
-        for split in SPLITS:
-            images, targets, skipped = _decode_split(root, split, files[split], classes, image_size)
-            blob[f"{split}_images"], blob[f"{split}_targets"] = images, targets
-            blob["skipped"] += skipped
-        if blob["train_images"].shape[1:] != blob["test_images"].shape[1:]:
-            raise UserError(
-                f"imagefolder: train images are {_hw(blob['train_images'])} but test images are "
-                f"{_hw(blob['test_images'])}; set data.image_size to resize them all"
-            )
-        blob["decode_s"] = time.perf_counter() - t0
-        n = len(blob["train_targets"]) + len(blob["test_targets"])
-        print(f"imagefolder: decoded {n} images under {root} in {blob['decode_s']:.1f} s; "
-              f"caching them in {path}", file=sys.stderr)
-        _save_cache(path, prefix, blob)
-    _report_skipped(root, list(blob["skipped"]))
-    return Dataset(
-        name="imagefolder",
-        train=Split(blob["train_images"], blob["train_targets"]),
-        test=Split(blob["test_images"], blob["test_targets"]),
-        classes=list(blob["classes"]),
-    )

@@ -1,9 +1,9 @@
 """From a data config to the three splits a run uses: imbalance applied once, validation held out.
 
-Order: load source -> optional subset (smoke runs) -> imbalance on the training split ->
-stratified validation split taken from the imbalanced training set. Every random choice uses
-one generator seeded by the data seed, so which images are kept never depends on the training
-seed.
+Order: open the source (labels) -> optional subset (smoke runs), then read only the images kept
+-> imbalance on the training split -> stratified validation split taken from the imbalanced
+training set. Every random choice uses one generator seeded by the data seed, so which images
+are kept never depends on the training seed.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ from imbal.data.imbalance import (
     subset_indices,
     target_counts,
 )
-from imbal.data.sources import Split, load_source
+from imbal.data.sources import Split, open_source, same_shape, take
 
 
 @dataclass
@@ -71,18 +71,22 @@ def _bincount(targets: torch.Tensor, c: int) -> list[int]:
 
 def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | None = None) -> Prepared:
     """`data` is the config's data section (a plain dict)."""
-    ds = load_source(data["source"], root=data["root"], download=data["download"],
-                     image_size=data["image_size"])
+    name, size = data["source"], data["image_size"]
+    ds = open_source(name, root=data["root"], download=data["download"], image_size=size)
     c = len(ds.classes)
     gen = torch.Generator().manual_seed(data_seed)
-    train, test = ds.train, ds.test
+    # The subset is chosen from the labels alone, so a source that decodes per file (LazySplit)
+    # reads only the images kept; the generator is drawn in the same order as ever.
     sub = data["subset"]
+    train_idx = test_idx = None
     if sub["per_class"] is not None or sub["total"] is not None:
-        train = _take(train, subset_indices(train.targets, per_class=sub["per_class"],
-                                            total=sub["total"], generator=gen))
+        train_idx = subset_indices(ds.train.targets, per_class=sub["per_class"],
+                                   total=sub["total"], generator=gen)
     if sub["test_per_class"] is not None:
-        test = _take(test, subset_indices(test.targets, per_class=sub["test_per_class"],
-                                          total=None, generator=gen))
+        test_idx = subset_indices(ds.test.targets, per_class=sub["test_per_class"], total=None,
+                                  generator=gen)
+    train, test = take(name, ds.train, train_idx, size), take(name, ds.test, test_idx, size)
+    same_shape(name, train, test)
     imb = data["imbalance"]
     params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
     counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes, **params)
