@@ -352,11 +352,11 @@ class Trainer:
     def load_state_dict(self, d: dict) -> None:
         """Restore a checkpoint into the stage it was written in (begun already)."""
         self.model.load_state_dict(d["model"])
-        self.objective.load_state_dict(d["objective"])
+        self.objective.load_state_dict(d.get("objective", {}))  # absent before stages existed
         self.optimizer.load_state_dict(d["optimizer"])
         self.scheduler.load_state_dict(d["scheduler"])
         self.scaler.load_state_dict(d["scaler"])
         self.cursor.load_state_dict(d["cursor"], self.device)
         self.generator.set_state(d["generator"])
-        if d["stage_generator"] is not None:
+        if d.get("stage_generator") is not None:
             self.step_generator.set_state(d["stage_generator"])
