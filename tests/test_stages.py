@@ -197,6 +197,30 @@ def test_a_run_stopped_inside_a_stage_resumes_to_the_same_numbers(tmp_path, monk
     assert all(torch.equal(saved[0][k], saved[1][k]) for k in saved[0])
 
 
+def test_a_non_finite_loss_in_a_pretext_stage_stops_the_run_naming_the_stage(tmp_path, monkeypatch, capsys):
+    """The pretext stage has the supervised step's non-finite check (read once an epoch)."""
+    real = Trainer.prepare
+    calls = {"n": 0}
+
+    def poisoned(self, images, train):
+        x = real(self, images, train)
+        if train:
+            calls["n"] += 1
+            if calls["n"] == 3:
+                x = x * float("nan")
+        return x
+
+    monkeypatch.setattr(Trainer, "prepare", poisoned)
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: nan\n")
+    sets = [*FAST, "stages=[{name: rot, task: rotation, epochs: 2}, {name: a, epochs: 1}]"]
+    code = main(["train", str(cfg), "--out", str(tmp_path / "r"), "--quiet",
+                 *[a for s in sets for a in ("--set", s)]])
+    err = capsys.readouterr().err
+    assert code == 3 and "non-finite loss at epoch 1, step 3 of stage 'rot'" in err, err
+    assert not (tmp_path / "r" / "results.json").exists()
+
+
 # ---------------------------------------------------------------- logs
 def test_tensorboard_tags_are_grouped_by_stage():
     class Writer:
