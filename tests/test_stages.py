@@ -260,6 +260,7 @@ def test_tensorboard_tags_are_grouped_by_stage():
     ("[{name: 'a b'}]", "bad value for 'stages[0].name'"),
     ("[]", "give at least one stage"),
     ("[{name: a}, {name: b, remedy: [ldam]}]", "stages need one classifier head"),
+    ("[{name: a}, {name: b, schedule: {name: multistep}}]", "multistep needs train.schedule.milestones"),
 ])
 def test_bad_stage_lists_are_refused_in_one_line_before_any_work(tmp_path, capsys, stages, message):
     cfg = tmp_path / "c.yaml"

@@ -23,7 +23,7 @@ from typing import Any
 from imbal.errors import UserError
 from imbal.remedies.batch import soft_target_transforms
 from imbal.remedies.plan import check_composition, check_soft_targets, parse_remedies
-from imbal.training.optim import OPTIMIZERS, SCHEDULES
+from imbal.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
 
 SUPERVISED, PRETEXT = "supervised", "pretext"
 CONSTANT = {"name": "none", "t_max": None, "milestones": [], "gamma": 0.1, "warmup_epochs": 0}
@@ -161,12 +161,23 @@ def _check_supervised(s: StageSpec) -> None:
                         f"already); give one of them")
 
 
+def _try_schedule(s: StageSpec) -> None:
+    """Build the stage's optimizer and schedule on a stand-in parameter: their own checks
+    (multistep without milestones, a bad optimizer option) then refuse before any work, not
+    when the stage starts, possibly hours into the run."""
+    import torch
+
+    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], s.optimizer)
+    build_scheduler(opt, s.schedule, s.schedule_epochs)
+
+
 def check_names(cfg: dict, specs: list[StageSpec]) -> None:
     """Registry names and parameters of every stage, before any data is read."""
     for s in specs:
         if s.optimizer is not None:
             OPTIMIZERS.get(s.optimizer["name"])
             SCHEDULES.get(s.schedule["name"])
+            _try_schedule(s)
         if s.kind == PRETEXT:
             from imbal.pretext import check_params  # lazy: runs without one skip its import
 
