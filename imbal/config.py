@@ -95,6 +95,13 @@ class Train(Section):
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
     threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's choice)")
     deterministic: bool = Field(True, description="torch deterministic algorithms")
+    batch_transforms: list[Any] = Field(
+        default_factory=list, description="per-batch transforms after augmentation (may give soft targets), see README")
+
+    @field_validator("batch_transforms", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return _as_list(v)
 
 
 class Eval(Section):
@@ -127,6 +134,35 @@ class Pretrain(Section):
     use_removed: bool = Field(False, description="also use the images the imbalance removed, unlabelled")
 
 
+class Stage(Section):
+    """One stage of a run (see README "Stages"); unset keys take the main config's values."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique name: metrics rows, TensorBoard tags")
+    task: str | None = Field(None, description="pretext task (rotation | jigsaw); null: supervised on the labels")
+    params: dict[str, Any] = Field(default_factory=dict, description="pretext task options")
+    epochs: int | None = Field(None, ge=1, description="default: train.epochs")
+    trains: Literal["all", "head"] = Field(
+        "all", description="all, or head: the backbone frozen, BatchNorm statistics included")
+    reinit_head: bool = Field(False, description="re-initialise the classifier head when the stage starts")
+    freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the stage's first N epochs")
+    remedy: list[Any] | None = Field(None, description="default: the config's remedy")
+    batch_size: int | None = Field(None, ge=1, description="default: train.batch_size")
+    optimizer: Literal["continue"] | dict[str, Any] | None = Field(
+        None, description="keys over train.optimizer; continue: keep the previous stage's optimizer and schedule")
+    schedule: dict[str, Any] | None = Field(
+        None, description="keys over train.schedule; spans this stage and the stages continuing it")
+    batch_transforms: list[Any] | None = Field(None, description="default: train.batch_transforms")
+    unlabelled: Literal["removed"] | None = Field(
+        None, description="a second, unlabelled stream: the images the imbalance removed")
+    unlabelled_batch_size: int | None = Field(
+        None, ge=1, description="unlabelled images per step; null: each once an epoch, spread over the steps")
+
+    @field_validator("remedy", "batch_transforms", mode="before")
+    @classmethod
+    def _listify(cls, v: Any) -> Any:
+        return v if v is None else _as_list(v)
+
+
 class Config(Section):
     imports: list[str] = Field(default_factory=list, description="plugins imported before the "
                                "config is checked: module names or .py files (relative to the "
@@ -136,6 +172,7 @@ class Config(Section):
     model: Model = Field(default_factory=Model)
     remedy: list[Any] = Field(default_factory=list, description="list of remedies, see README")
     pretrain: Pretrain | None = None
+    stages: list[Stage] | None = Field(None, description="the run as a list of stages, see README (default: pretrain?, train)")
     train: Train = Field(default_factory=Train)
     eval: Eval = Field(default_factory=Eval)
     logging: Logging = Field(default_factory=Logging)
@@ -144,30 +181,51 @@ class Config(Section):
     @field_validator("imports", "remedy", mode="before")
     @classmethod
     def _listify(cls, v: Any) -> Any:
-        if v is None:
-            return []
-        return v if isinstance(v, list) else [v]
+        return _as_list(v)
+
+
+def _as_list(v: Any) -> Any:
+    """null -> [], a single item -> [item] (remedy: focal)."""
+    if v is None:
+        return []
+    return v if isinstance(v, list) else [v]
+
+
+def _section_model(ann: Any) -> type[BaseModel] | None:
+    """The section model inside an annotation: X, X | None, list[X] | None."""
+    for cand in getattr(ann, "__args__", (ann,)):
+        if isinstance(cand, type) and issubclass(cand, BaseModel):
+            return cand
+        inner = _section_model(cand) if getattr(cand, "__args__", None) else None
+        if inner is not None:
+            return inner
+    return None
 
 
 def _fields_at(model: type[BaseModel], loc: tuple) -> list[str]:
     """The valid keys of the section that `loc` points into (for did-you-mean)."""
     for part in loc[:-1]:
+        if isinstance(part, int):  # an item of a list of sections (stages)
+            continue
         field = model.model_fields.get(str(part))
-        if field is None:
+        found = None if field is None else _section_model(field.annotation)
+        if found is None:
             return []
-        ann = field.annotation
-        for cand in getattr(ann, "__args__", (ann,)):
-            if isinstance(cand, type) and issubclass(cand, BaseModel):
-                model = cand
-                break
-        else:
-            return []
+        model = found
     return list(model.model_fields)
+
+
+def _key(loc: tuple) -> str:
+    """("stages", 1, "epochs") -> "stages[1].epochs"."""
+    out = ""
+    for part in loc:
+        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
+    return out
 
 
 def format_validation_error(err: ValidationError, model: type[BaseModel], prefix: str = "") -> str:
     e = err.errors()[0]
-    key = prefix + ".".join(str(p) for p in e["loc"])
+    key = prefix + _key(e["loc"])
     if e["type"] == "extra_forbidden":
         leaf = str(e["loc"][-1])
         return f"unknown key '{key}'{did_you_mean(leaf, _fields_at(model, e['loc']))}"
@@ -182,9 +240,53 @@ def validate(raw: dict[str, Any]) -> Config:
     if not isinstance(raw, dict):
         raise UserError("config must be a YAML mapping of sections (data, model, train, ...)")
     try:
-        return Config.model_validate(raw)
+        cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, Config)) from None
+    if cfg.stages is not None:
+        fill_stages(cfg)
+    return cfg
+
+
+def _merged(model: type[Section], base: Section, over: dict[str, Any], where: str) -> dict[str, Any]:
+    """A stage's partial section laid over the main config's one, validated."""
+    try:
+        return model.model_validate(deep_merge(base.model_dump(mode="json"), over)).model_dump(mode="json")
+    except ValidationError as err:
+        raise UserError(format_validation_error(err, model, prefix=where + ".")) from None
+
+
+def fill_stages(cfg: Config) -> None:
+    """Give every stage its defaults from the main config (train section, remedy), so the saved
+    config says exactly what each stage ran with; refuse what stages cannot mean."""
+    if not cfg.stages:
+        raise UserError("stages: give at least one stage, or leave stages out")
+    if cfg.pretrain is not None:
+        raise UserError("pretrain and stages are both set: put the pretext stage in stages "
+                        "(e.g. {name: pretrain, task: rotation})")
+    if cfg.model.freeze_backbone_epochs:
+        raise UserError("model.freeze_backbone_epochs is for runs without stages; with stages, "
+                        "give a stage freeze_backbone_epochs or trains: head")
+    names = [s.name for s in cfg.stages]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise UserError(f"stages: the name '{twice[0]}' is used twice; stage names must differ")
+    tr = cfg.train
+    for i, st in enumerate(cfg.stages):
+        at = f"stages[{i}]"
+        st.epochs = st.epochs or tr.epochs
+        st.batch_size = st.batch_size or tr.batch_size
+        if st.optimizer == "continue":
+            if st.schedule is not None:
+                raise UserError(f"{at} ({st.name}): optimizer: continue keeps the previous "
+                                f"stage's schedule too; drop its schedule")
+        else:
+            st.optimizer = _merged(Optimizer, tr.optimizer, st.optimizer or {}, f"{at}.optimizer")
+            st.schedule = _merged(Schedule, tr.schedule, st.schedule or {}, f"{at}.schedule")
+        if st.task is None:
+            st.remedy = list(cfg.remedy) if st.remedy is None else st.remedy
+            st.batch_transforms = (list(tr.batch_transforms) if st.batch_transforms is None
+                                   else st.batch_transforms)
 
 
 def read_yaml(path: str | Path) -> Any:
@@ -214,15 +316,28 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
     except yaml.YAMLError:
         raise UserError(f"override '{item}': value is not valid YAML") from None
     parts = key.strip().split(".")
-    node = raw
-    for part in parts[:-1]:
-        nxt = node.get(part)
+    node: Any = raw
+    for part, nxt_part in zip(parts[:-1], parts[1:], strict=True):
+        nxt = _child(node, part, item)
         if nxt is None:
             nxt = node[part] = {}
-        if not isinstance(nxt, dict):
+        if not isinstance(nxt, dict) and not (isinstance(nxt, list) and nxt_part.isdigit()):
             raise UserError(f"override '{item}': '{part}' is not a section")
         node = nxt
-    node[parts[-1]] = value
+    if isinstance(node, list):
+        _child(node, parts[-1], item)  # refuses an index past the end
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def _child(node: Any, part: str, item: str) -> Any:
+    """node[part]; in a list (stages.1.epochs) the part is an index."""
+    if isinstance(node, list):
+        if not part.isdigit() or int(part) >= len(node):
+            raise UserError(f"override '{item}': no item {part} in a list of {len(node)}")
+        return node[int(part)]
+    return node.get(part)
 
 
 def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:

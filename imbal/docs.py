@@ -10,6 +10,16 @@ from pydantic import BaseModel
 from imbal.config import Config
 
 
+def _list_of(ann) -> type[BaseModel] | None:
+    """X for an annotation list[X] | None where X is a section."""
+    for a in getattr(ann, "__args__", (ann,)):
+        if getattr(a, "__origin__", None) is list:
+            item = a.__args__[0]
+            if isinstance(item, type) and issubclass(item, BaseModel):
+                return item
+    return None
+
+
 def _section(model: type[BaseModel], prefix: str, defaults: BaseModel | None = None) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
@@ -23,6 +33,11 @@ def _section(model: type[BaseModel], prefix: str, defaults: BaseModel | None = N
             rows.append(f"| `{key}` | `null` | optional section, keys below |")
         if sub is not None:
             rows += _section(sub, key + ".", value if isinstance(value, BaseModel) else None)
+            continue
+        item = _list_of(ann)
+        if item is not None:  # a list of sections (stages): its item's keys as key[].x
+            rows.append(f"| `{key}` | `null` | {field.description or ''} |")
+            rows += _section(item, key + "[].")
             continue
         default = "required" if field.is_required() else json.dumps(value)
         text = (field.description or "").replace("|", "\\|")

@@ -3,7 +3,6 @@
 import itertools
 import json
 import math
-from types import SimpleNamespace
 
 import pytest
 import torch
@@ -11,14 +10,15 @@ import torch.nn.functional as F
 
 from imbal.cli import main
 from imbal.config import load_config
+from imbal.data.batches import BatchAugment, Normalizer
 from imbal.errors import UserError
 from imbal.models import build_model
 from imbal.pretext import (
     TASKS,
+    PretextObjective,
     build_task,
     check_params,
     load_backbone,
-    run_pretrain,
     save_pretrained,
 )
 from imbal.pretext.jigsaw_ops import (
@@ -35,9 +35,11 @@ from imbal.pretext.jigsaw_ops import (
     unshuffle_tiles,
 )
 from imbal.pretext.rotation import rotate, rotation_targets
-from imbal.pretext.stage import _train_epoch, evaluate
+from imbal.training.optim import build_optimizer, build_scheduler
 from imbal.training.run import train
 from imbal.training.runs import load_checkpoint
+from imbal.training.stages import CONSTANT
+from imbal.training.trainer import StageParts, Trainer
 
 FAST = ["data.source=digits", "data.subset.per_class=40", "data.subset.test_per_class=10",
         "data.imbalance={kind: step, keep: 0.25}", "model.backbone=lenet",
@@ -159,12 +161,6 @@ def test_permutation_bce_matches_the_definition():
 
 
 # ---------------------------------------------------------------- the loss falls
-def _fake_trainer():
-    return SimpleNamespace(normalizer=lambda x: x.float() / 255.0 - 0.5, grad_clip=None,
-                           autocast=lambda: torch.autocast("cpu", enabled=False),
-                           device=torch.device("cpu"))
-
-
 def _synthetic(n=96, size=16, seed=0):
     """A bright corner block plus noise: orientation and tile position are both visible."""
     g = torch.Generator().manual_seed(seed)
@@ -174,22 +170,71 @@ def _synthetic(n=96, size=16, seed=0):
     return x, torch.randint(0, 10, (n,), generator=g)
 
 
+def pretext_trainer(model, objective, images, labels, batch_size=32, unlabelled=None,
+                    unlabelled_batch_size=None):
+    """The run's Trainer with a pretext stage plugged in, as stage_kinds builds it."""
+    # x/255 - 0.5, the scale these thresholds were set with
+    tr = Trainer(model, normalizer=Normalizer([0.5], [1.0], torch.device("cpu")),
+                 device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
+    opt = build_optimizer([*model.features.parameters(), *objective.task.parameters()],
+                          {"name": "adam", "lr": 3e-3, "momentum": 0.9, "nesterov": False,
+                           "weight_decay": 0.0})
+    tr.begin_stage(StageParts(
+        name="pre", objective=objective, images=images, targets=labels, sampler=None,
+        optimizer=opt, scheduler=build_scheduler(opt, CONSTANT, 10), batch_size=batch_size,
+        generator=torch.Generator().manual_seed(0), augment=BatchAugment(),
+        unlabelled=unlabelled, unlabelled_batch_size=unlabelled_batch_size))
+    return tr
+
+
 @pytest.mark.parametrize("name,params,epochs", [("rotation", {"symmetric_classes": [6]}, 6),
                                                 ("jigsaw", {"hidden": 32}, 6)])
 def test_pretext_loss_falls_on_a_small_synthetic_set(name, params, epochs):
+    """A pretext task trains through the Trainer's one step (the supervised step)."""
     torch.manual_seed(0)
     model, t = lenet(), task(name, params)
     images, labels = _synthetic()
-    opt = torch.optim.Adam([*model.features.parameters(), *t.parameters()], lr=3e-3)
-    scaler = torch.amp.GradScaler("cpu", enabled=False)
-    gen = torch.Generator().manual_seed(0)
-    losses = [_train_epoch(t, model.features, _fake_trainer(), opt, scaler, images, labels, 32,
-                           gen)["loss"] for _ in range(epochs)]
+    tr = pretext_trainer(model, PretextObjective(model.features, t), images, labels)
+    stats = [tr.train_epoch(e) for e in range(epochs)]
+    losses = [s["loss"] for s in stats]
     assert losses[-1] < 0.7 * losses[0], losses
-    ev = evaluate(t, model.features, _fake_trainer(), images, labels, 64,
-                  torch.Generator().manual_seed(1))
+    assert stats[-1]["acc"] > stats[0]["acc"] and stats[-1]["images"] == 96
+    ev = tr.objective.evaluate(tr.forward, tr.prepare, tr.autocast, images, labels, 64,
+                               torch.Generator().manual_seed(1))
     key = "acc" if name == "rotation" else "permutation_acc"
     assert ev[key] > 50.0, ev  # chance: 25% for rotation, 1/24 for the jigsaw
+
+
+def test_the_unlabelled_stream_reaches_the_objective_once_an_epoch():
+    """A second stream (the removed images) goes to the objective in the same batch object:
+    each unlabelled image once an epoch, spread over the steps; or a fixed number per step."""
+    from imbal.data.sources import Split
+    from imbal.training.objective import Batch
+
+    model, t = lenet(), task("rotation", {})
+    images, labels = _synthetic(96)
+    extra, extra_labels = _synthetic(40, seed=1)
+    extra_labels = extra_labels + 100  # tell them apart (labels are only read, not trained on)
+    seen = []
+
+    class Spy(PretextObjective):
+        def inputs(self, batch: Batch, generator):
+            seen.append((batch.x.shape[0], batch.u.shape[0], batch.u_y.clone()))
+            return super().inputs(Batch(batch.x, batch.y, batch.u, batch.u_y - 100), generator)
+
+    tr = pretext_trainer(model, Spy(model.features, t), images, labels,
+                         unlabelled=Split(extra, extra_labels))
+    stats = tr.train_epoch(0)
+    assert [s[0] for s in seen] == [32, 32, 32] and [s[1] for s in seen] == [14, 14, 12]
+    assert sorted(torch.cat([s[2] for s in seen]).tolist()) == sorted(extra_labels.tolist())
+    assert stats["images"] == 96 + 40
+    seen.clear()
+    tr = pretext_trainer(model, Spy(model.features, t), images, labels,
+                         unlabelled=Split(extra, extra_labels), unlabelled_batch_size=20)
+    tr.train_epoch(0)
+    drawn = torch.cat([s[2] for s in seen])
+    assert [s[1] for s in seen] == [20, 20, 20]  # 60 draws: one permutation, then 20 of another
+    assert sorted(drawn[:40].tolist()) == sorted(extra_labels.tolist())
 
 
 # ---------------------------------------------------------------- hand-over
@@ -310,8 +355,10 @@ def test_pretrain_run_then_a_run_started_from_it(tmp_path):
 def test_pretext_stage_changes_only_the_backbone(tmp_path):
     """The supervised stage starts as it would without pretraining, except for the backbone:
     same global RNG state, same trainer generator, same head; the backbone has moved."""
+    from imbal.training.loop import _epoch
     from imbal.training.runs import EpochLog
     from imbal.training.setup import build_setup
+    from imbal.training.stage_kinds import end_stage, enter_stage
 
     cfg = load_config(None, [*FAST, "data.subset.per_class=20", "pretrain={task: jigsaw, "
                                      "epochs: 1, params: {hidden: 8}}"])
@@ -319,13 +366,17 @@ def test_pretext_stage_changes_only_the_backbone(tmp_path):
     model = setup.trainer.model
     before = {k: v.clone() for k, v in model.state_dict().items()}
     rng, gen = torch.get_rng_state(), setup.trainer.generator.get_state()
-    run_pretrain(setup, run_dir=tmp_path, log=EpochLog(tmp_path, False), quiet=True)
-    assert torch.equal(torch.get_rng_state(), rng)
+    enter_stage(setup, 0, fresh=True)
+    _epoch(setup, 0, tmp_path / "checkpoints", EpochLog(tmp_path, False), quiet=True)
+    assert not torch.equal(torch.get_rng_state(), rng)  # the stage used the global RNG ...
+    end_stage(setup, 0, tmp_path)
+    assert torch.equal(torch.get_rng_state(), rng)  # ... and gave it back
     assert torch.equal(setup.trainer.generator.get_state(), gen)
     after = model.state_dict()
     assert all(torch.equal(after[k], before[k]) for k in before if k.startswith("head."))
     assert not torch.equal(after["features.convs.0.weight"], before["features.convs.0.weight"])
     assert all(p.requires_grad for p in model.parameters())
+    assert load_checkpoint(tmp_path / "checkpoints" / "pretrained.pt")["task"] == "jigsaw"
 
 
 def test_jigsaw_run_writes_its_metrics_and_backbone(tmp_path):

@@ -111,10 +111,12 @@ class ImbalLoop:
         from imbal.training import loop as fit
         from imbal.training.runs import EpochLog
         from imbal.training.setup import build_setup
+        from imbal.training.stage_kinds import enter_stage
 
         self.fit, self.label = fit, label
         self.before = torch.are_deterministic_algorithms_enabled()  # for the other loops
         self.setup = build_setup(cfg, quiet=False)
+        enter_stage(self.setup, 0, fresh=True)  # a one-stage config: its only stage
         self.deterministic = torch.are_deterministic_algorithms_enabled()
         torch.use_deterministic_algorithms(self.before)  # process-wide: set around our epochs
         self.run_dir = run_dir

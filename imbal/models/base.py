@@ -94,6 +94,9 @@ class NormedLinear(nn.Module):
         self.in_features = in_features
         self.out_features = out_features
         self.weight = nn.Parameter(torch.empty(out_features, in_features))
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
         # Only the direction of each row matters; uniform init as in the LDAM reference code.
         nn.init.uniform_(self.weight, -1.0, 1.0)
 

@@ -11,11 +11,13 @@ and carries `.params_model`, its TaskParams subclass. `params` is the config's
 `pretrain.params` (validated by that model); `generator` is a CPU torch.Generator for choices
 made once at build time (jigsaw's subset of permutations).
 
-The stage calls, per batch (x: normalised float images, y: labels or None):
+The Trainer's step (through imbal.pretext.stage.PretextObjective) calls, per batch (x:
+normalised float images, y: labels or None):
     inputs, target = task.make_batch(x, y, generator, train)   # transform, targets
     scores = task(features, inputs)                              # under autocast
     logp = task.log_probs(scores.float())                        # float32
     loss = task.loss(logp, target)
+    acc = task.accuracy(scores, target)                          # fraction right, no host sync
 and, in evaluation only (jigsaw's decoding may copy to the CPU once per batch),
     sums = task.stats(logp, target, loss)                        # device tensor of sums
 and task.summarize(summed stats) -> {metric: float} once per epoch.
@@ -42,17 +44,18 @@ class TaskParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def parse_params(model: type[TaskParams], params: Any, task: str) -> TaskParams:
-    """Validate `pretrain.params` for `task`; any problem is one line naming the key."""
+def parse_params(model: type[TaskParams], params: Any, task: str,
+                 where: str = "pretrain.params") -> TaskParams:
+    """Validate a task's options (config key `where`); any problem is one line naming the key."""
     if params is None:
         params = {}
     if not isinstance(params, dict):
-        raise UserError(f"pretrain.params for task '{task}' must be a mapping, got {params!r}")
+        raise UserError(f"{where} for task '{task}' must be a mapping, got {params!r}")
     try:
         return model.model_validate(params)
     except ValidationError as err:
         raise UserError(f"pretext task '{task}': "
-                        f"{format_validation_error(err, model, prefix='pretrain.params.')}") from None
+                        f"{format_validation_error(err, model, prefix=where + '.')}") from None
 
 
 def soft_cross_entropy(logp: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -76,6 +79,11 @@ class PretextTask(nn.Module):
     def loss(self, logp: torch.Tensor, target: Any) -> torch.Tensor:
         raise NotImplementedError
 
+    def accuracy(self, scores: torch.Tensor, target: Any) -> torch.Tensor:
+        """Training accuracy of a batch as a 0-d device tensor in [0, 1] (the progress bar's
+        and the epoch row's `acc`): cheap, no decoding, no host sync."""
+        raise NotImplementedError
+
     def stats(self, logp: torch.Tensor, target: Any, loss: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
@@ -86,10 +94,11 @@ class PretextTask(nn.Module):
         return self.name
 
 
-def check_params(name: str, params: Any) -> None:
+def check_params(name: str, params: Any, where: str = "pretrain.params") -> None:
     """Refuse an unknown task or bad options before any data is read (needs no data sizes;
-    the checks that do, such as class ranges, run when the task is built)."""
-    parse_params(TASKS.get(name).params_model, params, name)
+    the checks that do, such as class ranges, run when the task is built). `where` is the
+    config key the options came from, for the message."""
+    parse_params(TASKS.get(name).params_model, params, name, where)
 
 
 def build_task(name: str, params: Any, *, feature_dim: int, in_channels: int, image_size: int,

@@ -77,6 +77,11 @@ class JigsawTask(PretextTask):
     def loss(self, logp: torch.Tensor, target: Any) -> torch.Tensor:
         return permutation_bce(logp, target)
 
+    def accuracy(self, scores: torch.Tensor, target: Any) -> torch.Tensor:
+        """Per-position accuracy of the row-wise argmax of P (not decoded into a permutation:
+        the assignment is for evaluation, where it may copy to the CPU)."""
+        return (self.log_probs(scores.float()).argmax(2) == target).float().mean()
+
     def stats(self, logp: torch.Tensor, target: Any, loss: torch.Tensor) -> torch.Tensor:
         b = target.shape[0]
         with torch.no_grad():

@@ -86,6 +86,9 @@ class RotationTask(PretextTask):
     def loss(self, logp: torch.Tensor, target: Any) -> torch.Tensor:
         return soft_cross_entropy(logp, target[0])
 
+    def accuracy(self, scores: torch.Tensor, target: Any) -> torch.Tensor:
+        return (scores.argmax(1) == target[1]).float().mean()
+
     def stats(self, logp: torch.Tensor, target: Any, loss: torch.Tensor) -> torch.Tensor:
         soft, k = target
         pred = logp.argmax(1)

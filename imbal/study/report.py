@@ -188,11 +188,11 @@ def compute_stats(groups: list[Group], metric_set: str) -> None:
 
 def _plain(group: Group) -> bool:
     cfgs = [r.results.get("config") or {} for r in group.runs]
-    return all(c.get("remedy") == [] and not c.get("pretrain") for c in cfgs)
+    return all(c.get("remedy") == [] and not c.get("pretrain") and not c.get("stages") for c in cfgs)
 
 
 def choose_baseline(groups: list[Group], wanted: str | None) -> Group | None:
-    """--baseline LABEL, else the one group with no remedy (and no pretraining), if unique."""
+    """--baseline LABEL, else the one group with no remedy (no pretraining, no stages), if unique."""
     if wanted is not None:
         for g in groups:
             if wanted in (g.label, g.key[1]):

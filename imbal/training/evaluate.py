@@ -7,9 +7,9 @@ from pathlib import Path
 
 from imbal.config import load_config
 from imbal.errors import UserError
-from imbal.training.loop import evaluate_split
 from imbal.training.runs import atomic_write_json, load_checkpoint
 from imbal.training.setup import build_setup
+from imbal.training.stage_kinds import evaluate_split
 
 
 def evaluate_run(run_dir: Path, *, which: str = "best", device: str | None = None,

@@ -1,8 +1,17 @@
-"""The epoch loop around the Trainer: evaluate, log, checkpoint, select on validation, finish.
+"""The loop around the Trainer: stages in order, epochs within each; evaluate, log,
+checkpoint, select on validation, finish.
 
-The test set is evaluated every epoch for the logs only; `best.pt` is chosen on the validation
-split (or is the last epoch when there is none), and results.json reports the test figures of
-that checkpoint and of the last epoch.
+Every stage trains through the same Trainer step (stage_kinds.enter_stage plugs it in) and
+writes one metrics.jsonl row per epoch carrying the stage's name; TensorBoard tags are
+<stage>/..., stepped by the epoch counted over the whole run. A checkpoint (last.pt) is written
+after every epoch of every stage and on SIGINT/SIGTERM; its cursor records the stage, so a run
+resumes mid-stage, pretext stages included.
+
+Selection: best.pt is chosen on the validation split (eval.select) among the epochs of the LAST
+supervised stage only (earlier stages prepare the model: a cRT run's best.pt is a re-trained
+classifier, never a stage-1 one), or is that stage's last epoch when there is no validation
+split. The test set is evaluated every supervised epoch for the logs only; results.json
+reports the test figures of best.pt and of the last epoch, and names the stage they come from.
 """
 
 from __future__ import annotations
@@ -14,8 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from imbal.console import say
-from imbal.errors import NonFiniteLoss
-from imbal.metrics import summarize
+from imbal.errors import NonFiniteLoss, UserError
 from imbal.plots import confusion_figure, save_confusion
 from imbal.training.runs import (
     EpochLog,
@@ -23,8 +31,11 @@ from imbal.training.runs import (
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    rng_states,
+    set_rng_states,
 )
-from imbal.training.setup import Setup, checkpoint, resume_state
+from imbal.training.setup import Setup
+from imbal.training.stage_kinds import KINDS, end_stage, enter_stage, evaluate_split, short
 from imbal.training.trainer import Interrupted
 
 
@@ -35,78 +46,99 @@ def read_rows(run_dir: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _progress(epoch: int, epochs: int, quiet: bool):
+def checkpoint(setup: Setup, path: Path) -> None:
+    atomic_torch_save(path, {"format": "imbal", **setup.trainer.state_dict(), "rng": rng_states()})
+
+
+def resume_state(setup: Setup, run_dir: Path) -> None:
+    """Enter the stage the checkpoint was written in, then restore everything into it."""
+    path = run_dir / "checkpoints" / "last.pt"
+    ckpt = load_checkpoint(path)
+    try:
+        stage = int(ckpt["cursor"].get("stage", 0))
+        if not 0 <= stage < len(setup.stages):
+            raise ValueError(f"stage {stage + 1} of a run with {len(setup.stages)} stages")
+        enter_stage(setup, stage, fresh=False)
+        setup.trainer.load_state_dict(ckpt)
+    except (KeyError, RuntimeError, ValueError) as err:
+        raise UserError(f"checkpoint {path} does not match this config: "
+                        f"{str(err).splitlines()[0][:160]}") from None
+    set_rng_states(ckpt["rng"])
+
+
+def _progress(title: str, quiet: bool):
     if quiet:
         return None
     from tqdm import tqdm
 
     def make(total: int, initial: int):
-        return tqdm(total=total, initial=initial, desc=f"epoch {epoch + 1}/{epochs}",
-                    unit="batch", leave=False, dynamic_ncols=True)
+        return tqdm(total=total, initial=initial, desc=title, unit="batch", leave=False,
+                    dynamic_ncols=True)
 
     return make
 
 
-def evaluate_split(setup: Setup, split) -> tuple[dict, np.ndarray]:
-    conf = setup.trainer.confusion(split.images, split.targets, setup.data.num_classes)
-    conf_np = conf.cpu().numpy()
-    return summarize(conf_np, setup.groups), conf_np
-
-
-def _short(m: dict | None) -> str:
-    if m is None:
-        return "-"
-    minority = "" if m["minority_acc"] is None else f" min {m['minority_acc']:.2f}"
-    return f"top1 {m['top1']:.2f} bal {m['balanced_acc']:.2f}{minority}"
-
-
 def _epoch(setup: Setup, epoch: int, ckpt_dir: Path, log: EpochLog, quiet: bool) -> dict:
-    cfg, tr = setup.cfg, setup.trainer
-    stats = tr.train_epoch(epoch, _progress(epoch, cfg["train"]["epochs"], quiet))
-    val = evaluate_split(setup, setup.data.val)[0] if setup.data.val.targets.numel() else None
-    test = evaluate_split(setup, setup.data.test)[0]
-    row = {"stage": "train", "epoch": epoch + 1, "train": stats, "val": val, "test": test}
+    """One epoch of the stage the Trainer is in: train, evaluate, select, checkpoint, log."""
+    tr, stages = setup.trainer, setup.stages
     c = tr.cursor
-    score = val[cfg["eval"]["select"]] if val is not None else float(epoch)
-    if score > c.best_score:
-        c.best_score, c.best_epoch = score, epoch + 1
-        atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.model.state_dict(),
-                                                  "epoch": epoch + 1, "score": score})
+    spec = stages[c.stage]
+    many = len(stages) > 1
+    title = f"{spec.name + ' ' if many else ''}epoch {epoch + 1}/{spec.epochs}"
+    stats = tr.train_epoch(epoch, _progress(title, quiet), f" of stage '{spec.name}'" if many else "")
+    row, line = KINDS[spec.kind].row(setup, spec, stats, epoch)
+    if spec.index == setup.selection.index:
+        val = row["val"]
+        score = val[setup.cfg["eval"]["select"]] if val is not None else float(epoch)
+        if score > c.best_score:
+            c.best_score, c.best_epoch = score, epoch + 1
+            atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.model.state_dict(),
+                                                      "epoch": epoch + 1, "stage": spec.name,
+                                                      "score": score})
     c.history.append(row)
     checkpoint(setup, ckpt_dir / "last.pt")  # before the log row: a logged epoch is resumable
-    log.add(row, epoch + 1)
-    say(f"epoch {epoch + 1:>3}/{cfg['train']['epochs']}  loss {stats['loss']:.4f}  "
-        f"{stats['images_per_s']:.0f} img/s  val {_short(val)}  test {_short(test)}", quiet)
+    log.add(row, sum(s.epochs for s in stages[:spec.index]) + epoch + 1)
+    say(f"{spec.name + ' ' if many else ''}epoch {epoch + 1:>3}/{spec.epochs}  {line}", quiet)
     return row
+
+
+def run_stages(setup: Setup, *, run_dir: Path, log: EpochLog, resumed: bool, quiet: bool) -> dict | None:
+    """From the cursor's stage and epoch to the end of the run; the last row of the selection
+    stage run here (None when it had already ended before a resume)."""
+    tr = setup.trainer
+    c, last = tr.cursor, None
+    for i in range(c.stage, len(setup.stages)):
+        if not (resumed and i == c.stage):
+            c.stage, c.epoch = i, 0
+            say(enter_stage(setup, i, fresh=True), quiet or len(setup.stages) == 1)
+        for epoch in range(c.epoch, setup.stages[i].epochs):
+            row = _epoch(setup, epoch, run_dir / "checkpoints", log, quiet)
+            last = row if i == setup.selection.index else last
+        end_stage(setup, i, run_dir)
+        resumed = False
+    return last
 
 
 def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t_start: float) -> dict:
     cfg, tr = setup.cfg, setup.trainer
-    ckpt_dir = run_dir / "checkpoints"
-    pretrain_rows = []
     if resume:
         resume_state(setup, run_dir)
-        pretrain_rows = [r for r in read_rows(run_dir) if r.get("stage") == "pretrain"]
-        say(f"resuming at epoch {tr.cursor.epoch + 1}, step {tr.cursor.step}", quiet)
-    log = EpochLog(run_dir, cfg["logging"]["tensorboard"], history=pretrain_rows + tr.cursor.history)
-    if not resume and cfg["pretrain"] is not None:
-        from imbal.pretext import run_pretrain
-
-        run_pretrain(setup, run_dir=run_dir, log=log, quiet=quiet)
-    if cfg["model"]["init_from"] and not resume:
+        name = setup.stages[tr.cursor.stage].name
+        say(f"resuming {f'stage {name}, ' if len(setup.stages) > 1 else ''}at epoch "
+            f"{tr.cursor.epoch + 1}, step {tr.cursor.step}", quiet)
+    elif cfg["model"]["init_from"]:
         from imbal.pretext import load_backbone
 
         for line in load_backbone(tr.model, cfg["model"]["init_from"]):
             say(line, quiet)
+    log = EpochLog(run_dir, cfg["logging"]["tensorboard"], history=tr.cursor.history)
     atomic_write_json(run_dir / "meta.json", {**meta, "status": "running"})
-    last = None
     try:
         with tr.stop:
-            for epoch in range(tr.cursor.epoch, cfg["train"]["epochs"]):
-                last = _epoch(setup, epoch, ckpt_dir, log, quiet)
+            last = run_stages(setup, run_dir=run_dir, log=log, resumed=resume, quiet=quiet)
     except Interrupted as err:
         err.run_dir = str(run_dir)
-        checkpoint(setup, ckpt_dir / "last.pt")
+        checkpoint(setup, run_dir / "checkpoints" / "last.pt")
         atomic_write_json(run_dir / "meta.json", {**meta, "status": "interrupted"})
         log.close()
         raise
@@ -121,14 +153,17 @@ def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t
     atomic_write_json(run_dir / "meta.json", {**meta, "status": "complete", "wall_time_s": round(wall, 3),
                                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     log.close()
-    say(f"done in {wall:.1f}s: best epoch {results['best_epoch']}, test {_short(results['test'])}"
+    say(f"done in {wall:.1f}s: best epoch {results['best_epoch']}, test {short(results['test'])}"
         f"  -> {run_dir}/results.json", quiet)
     return results
 
 
 def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dict:
-    """Test figures of best.pt (chosen on validation) and of the last epoch; confusion files."""
+    """Test figures of best.pt (chosen on validation in the last supervised stage) and of the
+    last epoch; confusion files."""
     cfg, tr, data = setup.cfg, setup.trainer, setup.data
+    chosen = setup.selection
+    plan = setup.plans[chosen.index]
     if last is None:  # resumed after the final epoch had already run: recompute its figures
         test_last, _ = evaluate_split(setup, data.test)
     else:
@@ -142,13 +177,17 @@ def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dic
     _write_confusion(run_dir, conf, data.classes, log, best["epoch"])
     counts = data.counts()
     return {
-        "name": cfg["name"], "complete": True, "best_epoch": best["epoch"],
-        "selection": f"val {cfg['eval']['select']}" if val is not None else "last epoch (no validation split)",
-        "epochs": cfg["train"]["epochs"], "classes": data.classes,
+        "name": cfg["name"], "complete": True, "best_epoch": best["epoch"], "stage": chosen.name,
+        "selection": (f"val {cfg['eval']['select']}" if val is not None else
+                      "last epoch (no validation split)") + f", within stage '{chosen.name}'",
+        "epochs": chosen.epochs, "classes": data.classes,
+        "stages": [{"name": s.name, "kind": s.kind, "epochs": s.epochs, "task": s.task,
+                    "trains": s.trains, "remedy": setup.plans[s.index].describe
+                    if s.index in setup.plans else []} for s in setup.stages],
         "minority_classes": setup.groups.minority, "majority_classes": setup.groups.majority,
-        "train_counts": tr.plan.class_counts, "counts": counts,
+        "train_counts": plan.class_counts, "counts": counts,
         "val": val, "test": test, "test_last": test_last,
-        "seeds": dict(cfg["seeds"]), "remedy": tr.plan.describe, "config": cfg,
+        "seeds": dict(cfg["seeds"]), "remedy": plan.describe, "config": cfg,
     }
 
 

@@ -33,8 +33,9 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     counts = setup.data.counts()
     say(f"run {run_dir}  ({setup.data.name}, {cfg['model']['backbone']}, device {setup.device})", quiet)
     say(format_counts(counts), quiet)
-    for line in setup.trainer.plan.describe:
-        say(f"remedy: {line}", quiet)
+    if len(setup.stages) == 1:  # several stages: each says its remedies when it starts
+        for line in setup.plans[0].describe:
+            say(f"remedy: {line}", quiet)
     meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir)}
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)

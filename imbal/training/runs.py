@@ -162,6 +162,31 @@ def provenance(device: torch.device, imports: list[str] | tuple[str, ...] = ()) 
     }
 
 
+def rng_states() -> dict:
+    """Global RNG states as plain data (tensors, lists, ints): loadable with weights_only."""
+    import random
+
+    import numpy as np
+
+    name, keys, pos, has_gauss, cached = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+
+
+def set_rng_states(st: dict) -> None:
+    import random
+
+    import numpy as np
+
+    torch.set_rng_state(st["torch"])
+    random.setstate(st["python"])
+    name, keys, pos, has_gauss, cached = st["numpy"]
+    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
+    if st.get("cuda") and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])
+
+
 class EpochLog:
     """metrics.jsonl (rewritten atomically, so a killed run never leaves half a line) + TensorBoard."""
 
@@ -175,10 +200,12 @@ class EpochLog:
             self.writer = SummaryWriter(str(run_dir / "tb"))
 
     def add(self, row: dict, step: int) -> None:
+        """Append a row; TensorBoard tags are <stage>/<key path> (one group per stage) at
+        `step`, the epoch counted over the whole run."""
         self.rows.append(row)
         atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
         if self.writer is not None:
-            self._scalars(row, step)
+            self._scalars(row, step, f"{row['stage']}/" if "stage" in row else "")
 
     def _scalars(self, row: dict, step: int, prefix: str = "") -> None:
         for key, value in row.items():

@@ -1,4 +1,4 @@
-"""One run, one straight path: config -> data -> plan -> model -> (pretrain) -> fit -> results."""
+"""One run, one straight path: config -> data -> stages and their plans -> model -> Trainer."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import random
 import sys
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -19,12 +19,17 @@ from imbal.errors import UserError
 from imbal.metrics import Groups
 from imbal.models import MODELS, build_model
 from imbal.remedies import build_plan
-from imbal.remedies.plan import check_composition, parse_remedies
-from imbal.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
-from imbal.training.runs import (
-    atomic_torch_save,
-    load_checkpoint,
+from imbal.remedies.batch import build_batch_transforms
+from imbal.remedies.plan import Plan, check_composition, parse_remedies
+from imbal.training.optim import OPTIMIZERS, SCHEDULES
+from imbal.training.stages import (
+    PRETEXT,
+    SUPERVISED,
+    StageSpec,
+    resolve_stages,
+    selection_index,
 )
+from imbal.training.stages import check_names as check_stage_names
 from imbal.training.trainer import Trainer, amp_dtype_for
 
 
@@ -43,21 +48,19 @@ def resolve_device(setting: str) -> torch.device:
 
 
 def check_names(cfg: dict) -> None:
-    """Refuse unknown component names before any data is read."""
+    """Refuse unknown component names and impossible stage lists before any data is read."""
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
     MODELS.get(cfg["model"]["backbone"])
     OPTIMIZERS.get(cfg["train"]["optimizer"]["name"])
     SCHEDULES.get(cfg["train"]["schedule"]["name"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
-    if cfg["pretrain"] is not None:
-        from imbal.pretext import check_params
-
-        check_params(cfg["pretrain"]["task"], cfg["pretrain"]["params"])
-        OPTIMIZERS.get(cfg["pretrain"]["optimizer"]["name"])
-        if cfg["model"]["init_from"]:
-            raise UserError("pretrain and model.init_from are both set: the loaded backbone "
-                            "would replace the pretrained one; give one of them")
+    specs = resolve_stages(cfg)
+    check_stage_names(cfg, specs)
+    if cfg["model"]["init_from"] and any(s.kind == PRETEXT for s in specs):
+        which = "a pretext stage" if cfg["stages"] else "pretrain"
+        raise UserError(f"{which} and model.init_from are both set: the loaded backbone "
+                        f"would replace the pretrained one; give one of them")
 
 
 @dataclass
@@ -69,6 +72,17 @@ class Setup:
     device: torch.device
     trainer: Trainer
     groups: Groups
+    stages: list[StageSpec]
+    plans: dict[int, Plan]  # the remedy plan of every supervised stage, by stage index
+    transforms: dict[int, Any]  # the batch transforms of the supervised stages that have them
+    augment: BatchAugment  # the data config's augmentation (supervised stages)
+    train_images: torch.Tensor  # the training split on the device (pretext stages)
+    train_targets: torch.Tensor
+
+    @property
+    def selection(self) -> StageSpec:
+        """The stage best.pt is chosen in (the last supervised one)."""
+        return self.stages[selection_index(self.stages)]
 
 
 def seed_everything_local(seed: int) -> None:
@@ -105,6 +119,28 @@ def channels_last_for(setting: bool | str, device: torch.device) -> bool:
     return device.type == "cpu" if setting == "auto" else bool(setting)
 
 
+def _plans(stages: list[StageSpec], data: Prepared, images: torch.Tensor,
+           targets: torch.Tensor, gen: torch.Generator) -> tuple[dict[int, Plan], dict[int, Any]]:
+    """Every supervised stage's remedy plan and batch transforms, resolved once, in stage order,
+    before the model exists (so a one-stage run draws exactly as it always did)."""
+    plans, transforms = {}, {}
+    for s in stages:
+        if s.kind != SUPERVISED:
+            continue
+        plans[s.index] = build_plan(s.remedy, images=images, targets=targets,
+                                    num_classes=data.num_classes, minority_classes=data.minority,
+                                    epochs=s.epochs, generator=gen)
+        built = build_batch_transforms(s.batch_transforms, num_classes=data.num_classes,
+                                       class_counts=plans[s.index].class_counts)
+        if built is not None:
+            transforms[s.index] = built
+    heads = {plans[i].head for i in plans}
+    if len(heads) > 1:
+        raise UserError(f"stages need one classifier head, but their remedies ask for "
+                        f"{' and '.join(sorted(heads))} heads (ldam uses a normed head)")
+    return plans, transforms
+
+
 def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     check_names(cfg)
     tr, ev = cfg["train"], cfg["eval"]
@@ -127,25 +163,24 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     gen = torch.Generator(device=device).manual_seed(cfg["seeds"]["train"])
     images = data.train.images.to(device)
     targets = data.train.targets.to(device)
-    plan = build_plan(cfg["remedy"], images=images, targets=targets, num_classes=data.num_classes,
-                      minority_classes=data.minority, epochs=tr["epochs"], generator=gen)
+    stages = resolve_stages(cfg)
+    plans, transforms = _plans(stages, data, images, targets, gen)
+    chosen = plans[selection_index(stages)]
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
-                        num_classes=data.num_classes, image_size=data.image_size, head=plan.head,
+                        num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
                         **cfg["model"]["params"]).to(device)
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    normalizer = Normalizer.fit(data.train.images, device)
-    optimizer = build_optimizer(model.parameters(), tr["optimizer"])
     trainer = Trainer(
-        model, plan, normalizer=normalizer, augment=BatchAugment(**cfg["data"]["augment"]),
-        optimizer=optimizer, scheduler=build_scheduler(optimizer, tr["schedule"], tr["epochs"]),
-        device=device, amp=tr["amp"], grad_clip=tr["grad_clip"], batch_size=tr["batch_size"],
-        eval_batch_size=ev["batch_size"], generator=gen, channels_last=channels_last,
-        freeze_backbone_epochs=cfg["model"]["freeze_backbone_epochs"],
-        log_every=cfg["logging"]["log_every"], compile=tr["compile"])
-    groups = Groups.make(plan.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
-    return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups)
+        model, normalizer=Normalizer.fit(data.train.images, device), device=device, generator=gen,
+        amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
+        channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"])
+    trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
+    groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
+    return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,
+                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"]),
+                 train_images=images, train_targets=targets)
 
 
 def format_counts(counts: dict) -> str:
@@ -158,34 +193,3 @@ def format_counts(counts: dict) -> str:
     lines.append(f"{'total':<{width}}  {sum(counts['train']):>7} {sum(counts['val']):>6} "
                  f"{sum(counts['test']):>6}")
     return "\n".join(lines)
-
-
-def rng_states() -> dict:
-    """Global RNG states as plain data (tensors, lists, ints): loadable with weights_only."""
-    name, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"torch": torch.get_rng_state(), "python": random.getstate(),
-            "numpy": [name, torch.from_numpy(keys.astype(np.int64)), pos, has_gauss, cached],
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
-
-
-def set_rng_states(st: dict) -> None:
-    torch.set_rng_state(st["torch"])
-    random.setstate(st["python"])
-    name, keys, pos, has_gauss, cached = st["numpy"]
-    np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
-    if st.get("cuda") and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
-def checkpoint(setup: Setup, path: Path) -> None:
-    atomic_torch_save(path, {"format": "imbal", **setup.trainer.state_dict(), "rng": rng_states()})
-
-
-def resume_state(setup: Setup, run_dir: Path) -> None:
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
-    try:
-        setup.trainer.load_state_dict(ckpt)
-    except (KeyError, RuntimeError, ValueError) as err:
-        raise UserError(f"checkpoint {run_dir}/checkpoints/last.pt does not match this config: "
-                        f"{str(err).splitlines()[0][:160]}") from None
-    set_rng_states(ckpt["rng"])
