@@ -202,3 +202,21 @@ def md5_of(path: str) -> str:
 
     with open(path, "rb") as f:
         return hashlib.md5(f.read()).hexdigest()
+
+
+def poison_training_batch(monkeypatch, at_call: int) -> None:
+    """Make the at_call-th training batch (1-based, counted over the whole run) NaN."""
+    from imbal.training.trainer import Trainer
+
+    real = Trainer.prepare
+    calls = {"n": 0}
+
+    def poisoned(self, images, train):
+        x = real(self, images, train)
+        if train:
+            calls["n"] += 1
+            if calls["n"] == at_call:
+                x = x * float("nan")
+        return x
+
+    monkeypatch.setattr(Trainer, "prepare", poisoned)

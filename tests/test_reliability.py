@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from synth import poison_training_batch
 
 from imbal.cli import main
 from imbal.config import load_config
@@ -70,18 +71,7 @@ def test_same_seeds_give_identical_results(tmp_path):
 
 
 def test_non_finite_loss_stops_with_epoch_and_step(tmp_path, monkeypatch, capsys):
-    real = Trainer.prepare
-    calls = {"n": 0}
-
-    def poisoned(self, images, train):
-        x = real(self, images, train)
-        if train:
-            calls["n"] += 1
-            if calls["n"] == 14 + 3:  # 14 steps an epoch: epoch 2, step 3
-                x = x * float("nan")
-        return x
-
-    monkeypatch.setattr(Trainer, "prepare", poisoned)
+    poison_training_batch(monkeypatch, 14 + 3)  # 14 steps an epoch: epoch 2, step 3
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: nan\n")
     code = main(["train", str(cfg), "--out", str(tmp_path / "r"), "--quiet",

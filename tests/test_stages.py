@@ -5,6 +5,7 @@ import json
 
 import pytest
 import torch
+from synth import poison_training_batch
 from torch import nn
 
 from imbal.cli import main
@@ -199,18 +200,7 @@ def test_a_run_stopped_inside_a_stage_resumes_to_the_same_numbers(tmp_path, monk
 
 def test_a_non_finite_loss_in_a_pretext_stage_stops_the_run_naming_the_stage(tmp_path, monkeypatch, capsys):
     """The pretext stage has the supervised step's non-finite check (read once an epoch)."""
-    real = Trainer.prepare
-    calls = {"n": 0}
-
-    def poisoned(self, images, train):
-        x = real(self, images, train)
-        if train:
-            calls["n"] += 1
-            if calls["n"] == 3:
-                x = x * float("nan")
-        return x
-
-    monkeypatch.setattr(Trainer, "prepare", poisoned)
+    poison_training_batch(monkeypatch, 3)
     cfg = tmp_path / "c.yaml"
     cfg.write_text("name: nan\n")
     sets = [*FAST, "stages=[{name: rot, task: rotation, epochs: 2}, {name: a, epochs: 1}]"]
