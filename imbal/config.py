@@ -63,19 +63,23 @@ class Model(Section):
 
 
 class Optimizer(Section):
-    name: str = Field("sgd", description="sgd | adam | adamw")
-    lr: float = Field(0.01, gt=0, description="base learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
-    nesterov: bool = Field(False, description="sgd Nesterov momentum")
-    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
+    """name, lr and the optimizer's own keyword arguments (any other key), which
+    imbal.training.optim checks against the optimizer's signature and fills in."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field("sgd", description="a torch.optim optimizer: sgd, adam, adamw, rmsprop, ... or its class name (SGD, AdamW, ...), or a plugin's; any other key is one of its keyword arguments (sgd: momentum 0.9 unless given; adamw: weight_decay 0)")
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False, description="base learning rate")
 
 
 class Schedule(Section):
-    name: str = Field("none", description="none | cosine | multistep")
-    t_max: int | None = Field(None, ge=1, description="cosine: period in epochs (default: the run's epochs)")
+    """A plugin's schedule may take keys of its own (any other key)."""
+
+    model_config = ConfigDict(extra="allow")
+    name: str = Field("none", description="none | cosine | multistep, or a plugin's")
+    t_max: int | None = Field(None, ge=1, description="cosine: the lr reaches 0 at this epoch (default: the run's epochs)")
     milestones: list[int] = Field(default_factory=list, description="multistep: epochs where lr *= gamma")
-    gamma: float = Field(0.1, gt=0, description="multistep: lr factor at each milestone")
-    warmup_epochs: int = Field(0, ge=0, description="linear warmup from lr/warmup to lr")
+    gamma: float = Field(0.1, gt=0, allow_inf_nan=False, description="multistep: lr factor at each milestone")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up: lr x (e+1)/warmup_epochs in epoch e < warmup_epochs")
 
 
 class Train(Section):

@@ -8,16 +8,27 @@ from pathlib import Path
 from imbal.config import load_config
 from imbal.errors import UserError
 from imbal.training.loop import evaluate_split
+from imbal.training.optim import without_untaken_arguments
 from imbal.training.runs import atomic_write_json, load_checkpoint
+from imbal.training.settings import process_settings
 from imbal.training.setup import build_setup
 
 
 def evaluate_run(run_dir: Path, *, which: str = "best", device: str | None = None) -> dict:
+    """Score a run's checkpoint on the test set; process-wide settings are restored after."""
+    with process_settings():
+        return _evaluate(run_dir, which, device)
+
+
+def _evaluate(run_dir: Path, which: str, device: str | None) -> dict:
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a run directory: no config.yaml")
     overrides = [f"train.device={device}"] if device else []
     cfg = load_config(cfg_path, overrides)
+    for section in (cfg["train"], cfg["pretrain"]):  # built, never stepped: see the function
+        if section is not None:
+            section["optimizer"] = without_untaken_arguments(section["optimizer"])
     ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
     setup = build_setup(cfg, quiet=True)
     try:

@@ -8,23 +8,36 @@ from pathlib import Path
 from imbal.config import dump_yaml, validate
 from imbal.console import say
 from imbal.training.loop import fit
+from imbal.training.optim import describe_optimizer, describe_schedule
 from imbal.training.runs import (
     atomic_write_json,
     atomic_write_text,
+    check_resumable_file,
     check_run_dir,
     create_run_dir,
     provenance,
 )
-from imbal.training.setup import build_setup, check_names, format_counts
+from imbal.training.settings import process_settings
+from imbal.training.setup import build_setup, check_names, format_counts, resolve_parts
 
 
 def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, quiet: bool = True,
           resume: bool = False) -> dict:
-    """Train one run into `out_dir` (default logging.out_dir/name) and return results.json."""
+    """Train one run into `out_dir` (default logging.out_dir/name) and return results.json.
+    Process-wide settings (threads, deterministic mode, global RNGs, ...) are the caller's
+    again when it returns."""
+    with process_settings():
+        return _train(cfg, out_dir=out_dir, overwrite=overwrite, quiet=quiet, resume=resume)
+
+
+def _train(cfg: dict, *, out_dir: str | None, overwrite: bool, quiet: bool, resume: bool) -> dict:
     cfg = validate(cfg).model_dump(mode="json")
-    check_names(cfg)
-    quiet = quiet or not cfg["logging"]["progress"]
     run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
+    if resume:  # an older imbal's run: say so, before its config meets today's checks
+        check_resumable_file(run_dir / "checkpoints" / "last.pt")
+    check_names(cfg)
+    cfg = resolve_parts(cfg)  # config.yaml lists every optimizer argument used
+    quiet = quiet or not cfg["logging"]["progress"]
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     t_start = time.time()
     setup = build_setup(cfg, quiet=quiet)
@@ -34,9 +47,9 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     say(format_counts(counts), quiet)
     for line in setup.trainer.plan.describe:
         say(f"remedy: {line}", quiet)
-    meta = {**provenance(setup.device), "run_dir": str(run_dir)}
+    optimizer = describe_optimizer(setup.trainer.optimizer)
+    say(f"optimizer: {optimizer}; schedule: {describe_schedule(cfg['train']['schedule'])}", quiet)
+    meta = {**provenance(setup.device), "run_dir": str(run_dir), "optimizer": optimizer}
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
-
-

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import random
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,11 +18,18 @@ from imbal.metrics import Groups
 from imbal.models import MODELS, build_model
 from imbal.remedies import build_plan
 from imbal.remedies.plan import check_composition, parse_remedies
-from imbal.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from imbal.training.optim import (
+    build_optimizer,
+    build_scheduler,
+    check_schedule,
+    resolve_optimizer,
+)
 from imbal.training.runs import (
+    CHECKPOINT_VERSION,
     atomic_torch_save,
     load_checkpoint,
 )
+from imbal.training.settings import apply_run_settings, seed_everything_local
 from imbal.training.trainer import Trainer, amp_dtype_for
 
 
@@ -47,17 +52,28 @@ def check_names(cfg: dict) -> None:
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
     MODELS.get(cfg["model"]["backbone"])
-    OPTIMIZERS.get(cfg["train"]["optimizer"]["name"])
-    SCHEDULES.get(cfg["train"]["schedule"]["name"])
+    resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")  # names, keys and values
+    check_schedule(cfg["train"]["schedule"], cfg["train"]["epochs"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
     if cfg["pretrain"] is not None:
         from imbal.pretext import check_params
 
         check_params(cfg["pretrain"]["task"], cfg["pretrain"]["params"])
-        OPTIMIZERS.get(cfg["pretrain"]["optimizer"]["name"])
+        resolve_optimizer(cfg["pretrain"]["optimizer"], "pretrain.optimizer")
         if cfg["model"]["init_from"]:
             raise UserError("pretrain and model.init_from are both set: the loaded backbone "
                             "would replace the pretrained one; give one of them")
+
+
+def resolve_parts(cfg: dict) -> dict:
+    """The config with each optimizer section complete: every keyword argument the optimizer
+    is built with (imbal's and the class's defaults filled in), so config.yaml says what ran."""
+    out = {**cfg, "train": {**cfg["train"]}}
+    out["train"]["optimizer"] = resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")
+    if cfg["pretrain"] is not None:
+        out["pretrain"] = {**cfg["pretrain"], "optimizer": resolve_optimizer(
+            cfg["pretrain"]["optimizer"], "pretrain.optimizer")}
+    return out
 
 
 @dataclass
@@ -69,32 +85,6 @@ class Setup:
     device: torch.device
     trainer: Trainer
     groups: Groups
-
-
-def seed_everything_local(seed: int) -> None:
-    """Layers without a generator argument (dropout) draw from torch's global RNG: seed it once
-    per run from the training seed so CPU runs repeat exactly. Data choices never use it."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def deterministic_algorithms(compiled: bool) -> None:
-    """torch.use_deterministic_algorithms(True, warn_only=True). Without torch.compile, set only
-    the eager flag: the public call also sets torch._inductor.config.deterministic, and importing
-    that config imports torch._dynamo and the inductor (~1.7 s of a run's start-up here).
-
-    The NaN fill of every torch.empty that deterministic mode adds by default is switched off:
-    it guards programs that read memory they never wrote, which imbal does not (a test runs with
-    the fill forced on and gets the same figures), and it cost 77 extra fills a step, ~3% of a
-    small-CNN step and ~2% of a LeNet step on this CPU. torch's documentation: off is "still
-    deterministic"."""
-    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if compiled or eager_only is None or "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        eager_only(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def channels_last_for(setting: bool | str, device: torch.device) -> bool:
@@ -110,12 +100,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     tr, ev = cfg["train"], cfg["eval"]
     device = resolve_device(tr["device"])
     amp_dtype_for(tr["amp"], device)  # refuses float16 on the CPU before any work
-    if tr["threads"]:
-        torch.set_num_threads(tr["threads"])
-    if tr["deterministic"]:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        deterministic_algorithms(compiled=tr["compile"])
+    apply_run_settings(threads=tr["threads"], deterministic=tr["deterministic"], device=device)
     data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
                         minority_override=ev["minority_classes"])
     bad = [c for c in data.minority if not 0 <= c < data.num_classes]
@@ -178,14 +163,21 @@ def set_rng_states(st: dict) -> None:
 
 
 def checkpoint(setup: Setup, path: Path) -> None:
-    atomic_torch_save(path, {"format": "imbal", **setup.trainer.state_dict(), "rng": rng_states()})
+    atomic_torch_save(path, {"format": "imbal", "version": CHECKPOINT_VERSION,
+                             **setup.trainer.state_dict(), "rng": rng_states()})
 
 
 def resume_state(setup: Setup, run_dir: Path) -> None:
-    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt")
+    ckpt = load_checkpoint(run_dir / "checkpoints" / "last.pt", resume=True)
+    optimizer = setup.trainer.optimizer
+    # How the update runs (fused on CUDA, foreach on the CPU) is this machine's choice, not
+    # the checkpoint's: a run started on a GPU may be resumed on a CPU.
+    how = [{k: g[k] for k in ("foreach", "fused") if k in g} for g in optimizer.param_groups]
     try:
         setup.trainer.load_state_dict(ckpt)
     except (KeyError, RuntimeError, ValueError) as err:
         raise UserError(f"checkpoint {run_dir}/checkpoints/last.pt does not match this config: "
                         f"{str(err).splitlines()[0][:160]}") from None
+    for group, kept in zip(optimizer.param_groups, how, strict=True):
+        group.update(kept)
     set_rng_states(ckpt["rng"])

@@ -15,11 +15,12 @@ from dataclasses import dataclass, field
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
 from imbal.errors import NonFiniteLoss, UserError
 from imbal.metrics import confusion_update
-from imbal.training.optimizers import EpochSchedule, Optimizer
 
 
 class Interrupted(Exception):
@@ -89,7 +90,7 @@ class StopFlag:
 
 class Trainer:
     def __init__(self, model: nn.Module, plan, *, normalizer: Normalizer, augment: BatchAugment,
-                 optimizer: Optimizer, scheduler: EpochSchedule, device: torch.device,
+                 optimizer: Optimizer, scheduler: LRScheduler, device: torch.device,
                  amp: str = "auto", grad_clip: float | None = None, batch_size: int = 128,
                  eval_batch_size: int = 1024, generator: torch.Generator,
                  channels_last: bool = False, freeze_backbone_epochs: int = 0,
