@@ -67,7 +67,7 @@ class Optimizer(Section):
     imbal.training.optim checks against the optimizer's signature and fills in."""
 
     model_config = ConfigDict(extra="allow")
-    name: str = Field("sgd", description="a torch.optim optimizer: sgd, adam, adamw, rmsprop, ... or its class name (SGD, AdamW, ...), or a plugin's; any other key is one of its keyword arguments (sgd: momentum 0.9 unless given; adamw: weight_decay 0)")
+    name: str = Field("sgd", description="torch.optim's sgd, adam, adamw, rmsprop, ... (or SGD, AdamW, ...), or a plugin's; other keys: its keyword arguments (README: Optimizers and schedules)")
     lr: float = Field(0.01, gt=0, allow_inf_nan=False, description="base learning rate")
 
 
