@@ -6,11 +6,19 @@ by pydantic (extra keys forbidden); its errors are turned into one line with a d
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from imbal.errors import UserError
 from imbal.registry import did_you_mean
@@ -62,11 +70,30 @@ class Model(Section):
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
 
 
+def _finite(value: Any) -> Any:
+    """A passed-through value (an optimizer's or a plugin schedule's argument) without NaN or
+    inf anywhere in it; its type is checked against the builder's signature later."""
+    def ok(v: Any) -> bool:
+        if isinstance(v, float):
+            return math.isfinite(v)
+        if isinstance(v, (list, tuple)):
+            return all(map(ok, v))
+        return all(map(ok, v.values())) if isinstance(v, dict) else True
+
+    if not ok(value):
+        raise ValueError("must be finite (no nan or inf)")
+    return value
+
+
+PassedThrough = dict[str, Annotated[Any, AfterValidator(_finite)]]
+
+
 class Optimizer(Section):
     """name, lr and the optimizer's own keyword arguments (any other key), which
     imbal.training.optim checks against the optimizer's signature and fills in."""
 
     model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: PassedThrough = Field(init=False)
     name: str = Field("sgd", description="torch.optim's sgd, adam, adamw, rmsprop, ... (or SGD, AdamW, ...), or a plugin's; other keys: its keyword arguments (README: Optimizers and schedules)")
     lr: float = Field(0.01, gt=0, allow_inf_nan=False, description="base learning rate")
 
@@ -75,6 +102,7 @@ class Schedule(Section):
     """A plugin's schedule may take keys of its own (any other key)."""
 
     model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: PassedThrough = Field(init=False)
     name: str = Field("none", description="none | cosine | multistep, or a plugin's")
     t_max: int | None = Field(None, ge=1, description="cosine: the lr reaches 0 at this epoch (default: the run's epochs)")
     milestones: list[int] = Field(default_factory=list, description="multistep: epochs where lr *= gamma")

@@ -83,6 +83,11 @@ def test_cli_train_and_eval(tmp_path, capsys):
      "rprop, sgd"),
     (["train.optimizer={name: adam, lr: 0.001, momentum: 0.9}"], "adam takes no argument 'momentum'"),
     (["train.optimizer.lr=.nan"], "bad value for 'train.optimizer.lr'"),
+    (["train.optimizer={name: sgd, lr: 0.1, momentum: .nan}"],
+     "bad value for 'train.optimizer.momentum': value error, must be finite (no nan or inf) "
+     "(got nan)"),
+    (["train.schedule={name: cosine, t_max: 3}", "train.epochs=5"],
+     "train.schedule.t_max (3) is shorter than the run (5 epochs)"),
     (["train.optimizer={name: sgd, lr: 0.1, nesterov: 1}"],
      "bad value for 'train.optimizer.nesterov': expected true or false (got 1)"),
     (["pretrain={task: rotation, optimizer: {name: sgd, lr: 0.1, betas: [0.9, 0.99]}}"],
