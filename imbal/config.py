@@ -8,11 +8,19 @@ The plugins a config names (`imports:`) are imported before it is validated (imb
 from __future__ import annotations
 
 import copy
+import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+)
 
 from imbal import plugins
 from imbal.errors import UserError
@@ -65,20 +73,44 @@ class Model(Section):
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
 
 
+def _finite(value: Any) -> Any:
+    """A passed-through value (an optimizer's or a plugin schedule's argument) without NaN or
+    inf anywhere in it; its type is checked against the builder's signature later."""
+    def ok(v: Any) -> bool:
+        if isinstance(v, float):
+            return math.isfinite(v)
+        if isinstance(v, (list, tuple)):
+            return all(map(ok, v))
+        return all(map(ok, v.values())) if isinstance(v, dict) else True
+
+    if not ok(value):
+        raise ValueError("must be finite (no nan or inf)")
+    return value
+
+
+PassedThrough = dict[str, Annotated[Any, AfterValidator(_finite)]]
+
+
 class Optimizer(Section):
-    name: str = Field("sgd", description="sgd | adam | adamw")
-    lr: float = Field(0.01, gt=0, description="base learning rate")
-    momentum: float = Field(0.9, ge=0, lt=1, description="sgd momentum")
-    nesterov: bool = Field(False, description="sgd Nesterov momentum")
-    weight_decay: float = Field(0.0, ge=0, description="L2 weight decay")
+    """name, lr and the optimizer's own keyword arguments (any other key), which
+    imbal.training.optim checks against the optimizer's signature and fills in."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: PassedThrough = Field(init=False)
+    name: str = Field("sgd", description="torch.optim's sgd, adam, adamw, rmsprop, ... (or SGD, AdamW, ...), or a plugin's; other keys: its keyword arguments (README: Optimizers and schedules)")
+    lr: float = Field(0.01, gt=0, allow_inf_nan=False, description="base learning rate")
 
 
 class Schedule(Section):
-    name: str = Field("none", description="none | cosine | multistep")
-    t_max: int | None = Field(None, ge=1, description="cosine: period in epochs (default: the run's epochs)")
+    """A plugin's schedule may take keys of its own (any other key)."""
+
+    model_config = ConfigDict(extra="allow")
+    __pydantic_extra__: PassedThrough = Field(init=False)
+    name: str = Field("none", description="none | cosine | multistep, or a plugin's")
+    t_max: int | None = Field(None, ge=1, description="cosine: the lr reaches 0 at this epoch (default: the run's epochs)")
     milestones: list[int] = Field(default_factory=list, description="multistep: epochs where lr *= gamma")
-    gamma: float = Field(0.1, gt=0, description="multistep: lr factor at each milestone")
-    warmup_epochs: int = Field(0, ge=0, description="linear warmup from lr/warmup to lr")
+    gamma: float = Field(0.1, gt=0, allow_inf_nan=False, description="multistep: lr factor at each milestone")
+    warmup_epochs: int = Field(0, ge=0, description="linear warm-up: lr x (e+1)/warmup_epochs in epoch e < warmup_epochs")
 
 
 class Train(Section):
@@ -249,9 +281,14 @@ def validate(raw: dict[str, Any]) -> Config:
 
 
 def _merged(model: type[Section], base: Section, over: dict[str, Any], where: str) -> dict[str, Any]:
-    """A stage's partial section laid over the main config's one, validated."""
+    """A stage's partial section laid over the main config's one, validated. A stage that names
+    another optimizer or schedule starts from that one's defaults: the main section's arguments
+    belong to its own kind (momentum means nothing to adam)."""
+    start = base.model_dump(mode="json")
+    if over.get("name", start["name"]) != start["name"]:
+        start = {}
     try:
-        return model.model_validate(deep_merge(base.model_dump(mode="json"), over)).model_dump(mode="json")
+        return model.model_validate(deep_merge(start, over)).model_dump(mode="json")
     except ValidationError as err:
         raise UserError(format_validation_error(err, model, prefix=where + ".")) from None
 

@@ -91,8 +91,9 @@ def test_the_readme_plugin_examples_work_together(tmp_path, fresh):
            "model": {"backbone": "mlp", "params": {"hidden": 32}},
            "remedy": [{"name": "poly", "epsilon": 0.5}, {"name": "copy", "transforms": ["invert"]}],
            "pretrain": {"task": "flip", "epochs": 1, "params": {"p": 0.5}},
-           "train": {"epochs": 2, "optimizer": {"name": "rmsprop", "lr": 0.001},
-                     "schedule": {"name": "halving"}},
+           "train": {"epochs": 2, "optimizer": {"name": "adamw_no_bias_decay", "lr": 0.001,
+                                                 "weight_decay": 0.01},
+                     "schedule": {"name": "halving", "every": 1}},
            "logging": {"tensorboard": False, "progress": False}}
     run = imbal.train(cfg, out_dir=tmp_path / "run")
     assert run.complete and run.results["classes"] == ["a", "b", "c"]
@@ -100,6 +101,8 @@ def test_the_readme_plugin_examples_work_together(tmp_path, fresh):
     assert run.counts["train"][0] + run.counts["val"][0] == 20  # halved, then copied to balance
     assert run.results["train_counts"][0] == run.results["train_counts"][1]
     assert [r["stage"] for r in run.metrics if "stage" in r][:1] == ["pretrain"]
+    lrs = [r["train"]["lr"] for r in run.metrics if r.get("stage") == "train"]
+    assert lrs == pytest.approx([0.001, 0.0005])  # the plugin's halving schedule, every epoch
     noise = imbal.BATCH_TRANSFORMS.get("noise")({"std": 0.5}, num_classes=3, class_counts=[1, 1, 1])
     x, y = torch.zeros(4, 1, 2, 2), torch.arange(4)
     x2, y2 = noise(x, y, torch.Generator().manual_seed(0))

@@ -102,3 +102,13 @@ def test_the_cycle_finder_finds_a_cycle():
 def test_packages_are_laid_out_by_concern():
     for package in ("data", "models", "remedies", "pretext", "training", "study", "bench"):
         assert (ROOT / package / "__init__.py").is_file(), package
+
+
+def test_no_private_torch_api_and_no_hand_written_optimizers():
+    """Well-kept parts over copies: optimizers and schedules are torch.optim's, and imbal uses
+    torch's public API only (the private modules change between releases without notice)."""
+    private = ("torch." + "_C", "torch." + "_dynamo")  # split: this file is not under imbal/
+    found = [f"{path.relative_to(ROOT.parent)}: {name}" for path in sorted(ROOT.rglob("*.py"))
+             for name in private if name in path.read_text()]
+    assert found == []
+    assert not (ROOT / "training" / "optimizers.py").exists()

@@ -177,8 +177,7 @@ def pretext_trainer(model, objective, images, labels, batch_size=32, unlabelled=
     tr = Trainer(model, normalizer=Normalizer([0.5], [1.0], torch.device("cpu")),
                  device=torch.device("cpu"), generator=torch.Generator().manual_seed(5))
     opt = build_optimizer([*model.features.parameters(), *objective.task.parameters()],
-                          {"name": "adam", "lr": 3e-3, "momentum": 0.9, "nesterov": False,
-                           "weight_decay": 0.0})
+                          {"name": "adam", "lr": 3e-3})
     tr.begin_stage(StageParts(
         name="pre", objective=objective, images=images, targets=labels, sampler=None,
         optimizer=opt, scheduler=build_scheduler(opt, CONSTANT, 10), batch_size=batch_size,

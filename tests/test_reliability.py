@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from synth import poison_training_batch
 
 from imbal.cli import main
@@ -45,7 +46,8 @@ def stop_at(monkeypatch, global_step: int, signum=signal.SIGTERM):
 
 
 def test_interrupted_and_resumed_equals_uninterrupted(tmp_path, monkeypatch):
-    sets = [*FAST, "train.epochs=3", "remedy=[{name: oversample}]", "data.augment={crop_padding: 1, hflip: true}"]
+    sets = [*FAST, "train.epochs=3", "remedy=[{name: oversample}]", "data.augment={crop_padding: 1, hflip: true}",
+            "train.schedule={name: multistep, milestones: [2], gamma: 0.5, warmup_epochs: 1}"]
     full = train(load_config(None, sets), out_dir=str(tmp_path / "full"), quiet=True)
     stop_at(monkeypatch, 17)  # inside epoch 2
     with pytest.raises(Interrupted):
@@ -171,3 +173,45 @@ def test_real_signals_leave_a_resumable_run(tmp_path, sig, code):
                           cwd=tmp_path, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
     assert json.loads((run / "results.json").read_text())["complete"]
+
+
+def _older_imbal(run: Path) -> Path:
+    """Make a run directory look like one an older imbal wrote: last.pt without a version and
+    with its epoch-function schedule state; config.yaml with momentum and nesterov for adam."""
+    last = run / "checkpoints" / "last.pt"
+    ckpt = torch.load(last, map_location="cpu", weights_only=True)
+    assert ckpt["version"] == runs.CHECKPOINT_VERSION
+    del ckpt["version"]
+    ckpt["scheduler"] = {"last_epoch": 1, "base_lrs": [0.003]}
+    torch.save(ckpt, last)
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["train"]["optimizer"] = {"name": "adam", "lr": 0.003, "momentum": 0.9,
+                                 "nesterov": False, "weight_decay": 0.0}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    return last
+
+
+def test_an_older_imbals_checkpoint_is_refused_on_resume_but_its_best_pt_evaluates(tmp_path, capsys):
+    run = tmp_path / "old"
+    res = train(load_config(None, [*FAST, "train.epochs=1"]), out_dir=str(run), quiet=True)
+    last = _older_imbal(run)
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"imbal: error: {last} was written by an older imbal (its optimizer and "
+                   "schedule state are in a layout this version cannot load): the run cannot be "
+                   "resumed, start it again (imbal train CONFIG --overwrite)\n")
+    with pytest.raises(UserError, match="written by an older imbal"):
+        load_checkpoint(last, resume=True)
+    assert load_checkpoint(last)["cursor"]["epoch"] == 1  # as data it still loads
+    # best.pt holds weights only: `imbal eval` scores it, with the older config.yaml
+    assert main(["eval", str(run)]) == 0
+    capsys.readouterr()
+    assert json.loads((run / "eval_best.json").read_text())["test"]["top1"] == res["test"]["top1"]
+
+
+def test_a_newer_imbals_checkpoint_is_refused_on_resume(tmp_path):
+    p = tmp_path / "last.pt"
+    torch.save({"format": "imbal", "version": runs.CHECKPOINT_VERSION + 1, "model": {}}, p)
+    with pytest.raises(UserError, match=f"written by a newer imbal \\(checkpoint version "
+                                        f"{runs.CHECKPOINT_VERSION + 1}, this one reads"):
+        load_checkpoint(p, resume=True)

@@ -234,8 +234,10 @@ def test_tensorboard_tags_are_grouped_by_stage():
     ("[{name: a, optimizer: continue}]", "optimizer: continue needs a supervised stage right before it"),
     ("[{name: p, task: rotation}, {name: a, optimizer: continue}]", "optimizer: continue needs a supervised"),
     ("[{name: a}, {name: b, optimizer: continue, schedule: {name: cosine}}]", "drop its schedule"),
-    ("[{name: a, optimizer: {lrr: 0.1}}]", "unknown key 'stages[0].optimizer.lrr' (did you mean 'lr'?)"),
-    ("[{name: a, optimizer: {name: rmsprop}}]", "unknown optimizer 'rmsprop'"),
+    ("[{name: a, optimizer: {lrr: 0.1}}]", "stages[0].optimizer: adam takes no argument 'lrr' (did you mean 'lr'?)"),
+    ("[{name: a, optimizer: {name: rmsprob}}]", "unknown optimizer 'rmsprob'"),
+    ("[{name: a, optimizer: {name: adam, momentum: 0.9}}]",
+     "stages[0].optimizer: adam takes no argument 'momentum'"),
     ("[{name: a, remedy: [focall]}]", "unknown remedy 'focall'"),
     ("[{name: p, task: rotation, remedy: [focal]}, {name: a}]", "remedy does not apply to a pretext stage"),
     ("[{name: p, task: rotation, trains: head}, {name: a}]", "trains: head does not apply to a pretext"),
@@ -302,3 +304,23 @@ def test_the_bundled_crt_and_drs_configs_resolve_to_their_stages():
     drs = resolve_stages(load_config(root / "mnist_lenet_step_drs.yaml"))
     assert [(s.name, s.epochs, s.optimizer is None) for s in drs] == [("plain", 8, False), ("drs", 2, True)]
     assert drs[0].schedule_epochs == 10 and drs[0].schedule["milestones"] == [8]
+
+
+def test_a_stage_naming_another_optimizer_or_schedule_starts_from_its_defaults(tmp_path):
+    """train.optimizer's own arguments (sgd's momentum, multistep's milestones) belong to its
+    kind: a stage that names adam or cosine does not inherit them; one that keeps the name does."""
+    cfg = load_config(None, ["train.optimizer={name: sgd, lr: 0.1, momentum: 0.5, nesterov: true}",
+                             "train.schedule={name: multistep, milestones: [1]}",
+                             "stages=[{name: a}, {name: b, optimizer: {name: adam},"
+                             " schedule: {name: cosine}}]"])
+    a, b = cfg["stages"]
+    assert (a["optimizer"]["momentum"], a["schedule"]["milestones"]) == (0.5, [1])
+    assert b["optimizer"] == {"name": "adam", "lr": 0.01}
+    assert b["schedule"]["name"] == "cosine" and b["schedule"]["milestones"] == []
+    run = train(load_config(None, [*FAST, "train.epochs=1", *[
+        "train.optimizer={name: sgd, lr: 0.05, momentum: 0.5}",
+        "stages=[{name: a}, {name: b, optimizer: {name: adam, lr: 0.001}}]"]]),
+        out_dir=str(tmp_path / "run"))
+    saved = load_config(tmp_path / "run" / "config.yaml", [])["stages"][1]["optimizer"]
+    assert run["complete"] and saved["name"] == "adam" and "momentum" not in saved
+    assert saved["betas"] == [0.9, 0.999]  # config.yaml lists every argument the stage used

@@ -42,6 +42,13 @@ def test_short_run_beats_chance_and_writes_everything(tmp_path):
 def test_resolved_config_reproduces_the_run(tmp_path):
     res1, d = run(tmp_path, ["train.epochs=2"], "a")
     cfg = load_config(d / "config.yaml")
+    # every argument the optimizer was built with, and how it ran (foreach on the CPU)
+    assert cfg["train"]["optimizer"] == {
+        "name": "adam", "lr": 0.003, "betas": [0.9, 0.999], "eps": 1e-08, "weight_decay": 0.0,
+        "amsgrad": False, "maximize": False, "decoupled_weight_decay": False}
+    assert json.loads((d / "meta.json").read_text())["optimizer"] == (
+        "torch.optim.Adam (foreach): lr 0.003, betas [0.9, 0.999], eps 1e-08, weight_decay 0.0, "
+        "amsgrad False, maximize False, decoupled_weight_decay False")
     res2 = train(cfg, out_dir=str(tmp_path / "b"), quiet=True)
     for key in ("top1", "balanced_acc", "per_class_acc"):
         assert res1["test"][key] == res2["test"][key]
@@ -71,7 +78,20 @@ def test_cli_train_and_eval(tmp_path, capsys):
 @pytest.mark.parametrize("sets,message", [
     (["model.backbone=lenett"], "unknown backbone 'lenett' (did you mean 'lenet'?); valid:"),
     (["data.source=imagenet"], "unknown dataset 'imagenet'"),
-    (["train.optimizer.name=rmsprop"], "unknown optimizer 'rmsprop'; valid: adam, adamw, sgd"),
+    (["train.optimizer.name=rmsprob"], "unknown optimizer 'rmsprob' (did you mean 'rmsprop'?); "
+     "valid: adadelta, adafactor, adagrad, adam, adamax, adamw, asgd, nadam, radam, rmsprop, "
+     "rprop, sgd"),
+    (["train.optimizer={name: adam, lr: 0.001, momentum: 0.9}"], "adam takes no argument 'momentum'"),
+    (["train.optimizer.lr=.nan"], "bad value for 'train.optimizer.lr'"),
+    (["train.optimizer={name: sgd, lr: 0.1, momentum: .nan}"],
+     "bad value for 'train.optimizer.momentum': value error, must be finite (no nan or inf) "
+     "(got nan)"),
+    (["train.schedule={name: cosine, t_max: 3}", "train.epochs=5"],
+     "train.schedule.t_max (3) is shorter than the run (5 epochs)"),
+    (["train.optimizer={name: sgd, lr: 0.1, nesterov: 1}"],
+     "bad value for 'train.optimizer.nesterov': expected true or false (got 1)"),
+    (["pretrain={task: rotation, optimizer: {name: sgd, lr: 0.1, betas: [0.9, 0.99]}}"],
+     "pretrain.optimizer: sgd takes no argument 'betas'"),
     (["train.schedule.name=step"], "unknown schedule 'step'"),
     (["remedy=[nonsense]"], "unknown remedy 'nonsense'"),
     (["train.amp=float16", "train.device=cpu"], "float16 needs CUDA"),
@@ -119,26 +139,31 @@ def test_runs_never_read_memory_they_did_not_write(tmp_path, monkeypatch, remedy
     a run (resampling, batch augmentation, copies) must give exactly the same figures."""
     import torch
 
-    import imbal.training.setup
+    import imbal.training.settings
+    from imbal.training.trainer import Trainer
 
-    real = imbal.training.setup.deterministic_algorithms
-    before = torch.utils.deterministic.fill_uninitialized_memory
+    real = imbal.training.settings.deterministic_algorithms
+    real_epoch = Trainer.train_epoch
+    fill_seen = []
 
-    def with_fill(compiled):
-        real(compiled)
+    def with_fill():
+        real()
         torch.utils.deterministic.fill_uninitialized_memory = True
 
+    def spy(self, *a, **k):  # the setting as the training step sees it
+        fill_seen.append(torch.utils.deterministic.fill_uninitialized_memory)
+        return real_epoch(self, *a, **k)
+
+    monkeypatch.setattr(Trainer, "train_epoch", spy)
     extra = ["train.epochs=2", "data.imbalance={kind: step, keep: 0.2}",
              "data.augment={crop_padding: 2, hflip: true}",
              f"remedy={remedy}"]
-    try:
-        plain, _ = run(tmp_path, extra, "plain")
-        assert not torch.utils.deterministic.fill_uninitialized_memory
-        monkeypatch.setattr(imbal.training.setup, "deterministic_algorithms", with_fill)
-        filled, _ = run(tmp_path, extra, "filled")
-        assert torch.utils.deterministic.fill_uninitialized_memory
-    finally:
-        torch.utils.deterministic.fill_uninitialized_memory = before
+    before = torch.utils.deterministic.fill_uninitialized_memory
+    plain, _ = run(tmp_path, extra, "plain")
+    monkeypatch.setattr(imbal.training.settings, "deterministic_algorithms", with_fill)
+    filled, _ = run(tmp_path, extra, "filled")
+    assert fill_seen == [False, False, True, True]
+    assert torch.utils.deterministic.fill_uninitialized_memory == before  # given back
     assert plain["test"]["top1"] > 20  # trained (chance is 10%): no NaN crept in
     for key in ("top1", "balanced_acc", "per_class_acc"):
         assert plain["test"][key] == filled["test"][key]

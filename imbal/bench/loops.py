@@ -8,6 +8,9 @@ epochs, medians over repeats; every loop trains the same model, batch size and o
   (a') DataLoader over a TensorDataset of the decoded uint8 tensors, normalised per batch;
   (b)  a bare loop over the uint8 tensor in memory: index, uint8 -> float normalise, forward,
        backward, step: the model's own limit on this machine;
+Every loop's optimizer is the torch.optim one (c) trains with, built from the same config
+section by imbal.training.optim.build_optimizer (foreach on the CPU, fused on CUDA), so the
+loops differ in what feeds the step, never in the update.
   (c)  imbal as a user runs it: build_setup + the fit loop's epoch. "c" is Trainer.train_epoch
        (progress bar, metrics); "c fit" is the whole fit epoch (also evaluates val and test,
        writes metrics.jsonl, TensorBoard and the checkpoint).
@@ -151,6 +154,7 @@ class ImbalLoop:
 
 
 def _same_model(setup, device: torch.device):
+    """A fresh model and the run's own torch.optim optimizer for it (like-for-like with c)."""
     from imbal.models import build_model
     from imbal.training.optim import build_optimizer
 

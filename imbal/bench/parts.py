@@ -124,6 +124,7 @@ def after(mod, name, label):
         return out
     setattr(mod, name, wrapped)
 after(imbal.config, "load_config", "config")
+after(imbal.training.run, "check_names", "checks")
 after(imbal.training.setup, "prepare_data", "data")
 after(imbal.training.setup, "build_plan", "plan")
 after(imbal.training.setup, "build_model", "model")

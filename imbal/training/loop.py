@@ -26,6 +26,7 @@ from imbal.console import say
 from imbal.errors import NonFiniteLoss, UserError
 from imbal.plots import confusion_figure, save_confusion
 from imbal.training.runs import (
+    CHECKPOINT_VERSION,
     EpochLog,
     atomic_torch_save,
     atomic_write_json,
@@ -47,22 +48,29 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 
 def checkpoint(setup: Setup, path: Path) -> None:
-    atomic_torch_save(path, {"format": "imbal", **setup.trainer.state_dict(), "rng": rng_states()})
+    atomic_torch_save(path, {"format": "imbal", "version": CHECKPOINT_VERSION,
+                             **setup.trainer.state_dict(), "rng": rng_states()})
 
 
 def resume_state(setup: Setup, run_dir: Path) -> None:
     """Enter the stage the checkpoint was written in, then restore everything into it."""
     path = run_dir / "checkpoints" / "last.pt"
-    ckpt = load_checkpoint(path)
+    ckpt = load_checkpoint(path, resume=True)
     try:
         stage = int(ckpt["cursor"].get("stage", 0))
         if not 0 <= stage < len(setup.stages):
             raise ValueError(f"stage {stage + 1} of a run with {len(setup.stages)} stages")
         enter_stage(setup, stage, fresh=False)
+        optimizer = setup.trainer.optimizer
+        # How the update runs (fused on CUDA, foreach on the CPU) is this machine's choice, not
+        # the checkpoint's: a run started on a GPU may be resumed on a CPU.
+        how = [{k: g[k] for k in ("foreach", "fused") if k in g} for g in optimizer.param_groups]
         setup.trainer.load_state_dict(ckpt)
     except (KeyError, RuntimeError, ValueError) as err:
         raise UserError(f"checkpoint {path} does not match this config: "
                         f"{str(err).splitlines()[0][:160]}") from None
+    for group, kept in zip(optimizer.param_groups, how, strict=True):
+        group.update(kept)
     set_rng_states(ckpt["rng"])
 
 

@@ -8,24 +8,38 @@ from pathlib import Path
 from imbal.config import dump_yaml, resolve
 from imbal.console import say
 from imbal.training.loop import fit
+from imbal.training.optim import build_optimizer, describe_optimizer, describe_schedule
 from imbal.training.runs import (
     atomic_write_json,
     atomic_write_text,
+    check_resumable_file,
     check_run_dir,
     create_run_dir,
     provenance,
 )
-from imbal.training.setup import build_setup, check_names, format_counts
+from imbal.training.settings import process_settings
+from imbal.training.setup import build_setup, check_names, format_counts, resolve_parts
+from imbal.training.stages import chain_head
 
 
 def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, quiet: bool = True,
           resume: bool = False) -> dict:
     """Train one run into `out_dir` (default logging.out_dir/name) and return results.json.
-    The config's plugins (`imports:`) are imported first: a sweep worker needs nothing else."""
+    The config's plugins (`imports:`) are imported first: a sweep worker needs nothing else.
+    Process-wide settings (threads, deterministic mode, global RNGs, ...) are the caller's
+    again when it returns."""
+    with process_settings():
+        return _train(cfg, out_dir=out_dir, overwrite=overwrite, quiet=quiet, resume=resume)
+
+
+def _train(cfg: dict, *, out_dir: str | None, overwrite: bool, quiet: bool, resume: bool) -> dict:
     cfg = resolve(cfg)
-    check_names(cfg)
-    quiet = quiet or not cfg["logging"]["progress"]
     run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
+    if resume:  # an older imbal's run: say so, before its config meets today's checks
+        check_resumable_file(run_dir / "checkpoints" / "last.pt")
+    check_names(cfg)
+    cfg = resolve_parts(cfg)  # config.yaml lists every optimizer argument used
+    quiet = quiet or not cfg["logging"]["progress"]
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     t_start = time.time()
     setup = build_setup(cfg, quiet=quiet)
@@ -36,9 +50,19 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
     if len(setup.stages) == 1:  # several stages: each says its remedies when it starts
         for line in setup.plans[0].describe:
             say(f"remedy: {line}", quiet)
-    meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir)}
+    optimizer, schedule = describe_parts(setup)
+    say(f"optimizer: {optimizer}; schedule: {schedule}", quiet)
+    meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir),
+            "optimizer": optimizer}
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
 
 
+def describe_parts(setup) -> tuple[str, str]:
+    """The optimizer (as torch builds it here: fused, foreach) and schedule of the stage that
+    best.pt is chosen in, for the log and meta.json; built on the model's parameters, never
+    stepped."""
+    spec = chain_head(setup.stages, setup.selection.index)
+    opt = build_optimizer(setup.trainer.model.parameters(), spec.optimizer)
+    return describe_optimizer(opt), describe_schedule(spec.schedule)

@@ -18,6 +18,10 @@ import torch
 from imbal.errors import UserError
 
 MARKERS = ("config.yaml", "results.json", "checkpoints")
+# The layout of a resumable checkpoint (last.pt). 2: torch.optim optimizer and lr_scheduler
+# state. Before it (no "version"): imbal's own optimizers and epoch-function schedule.
+# Weights-only files (best.pt, pretrained.pt) load whatever their version.
+CHECKPOINT_VERSION = 2
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -55,8 +59,9 @@ def atomic_torch_save(path: Path, obj: Any) -> None:
         raise
 
 
-def load_checkpoint(path: Path) -> dict:
-    """Load a checkpoint as data only (weights_only=True); a bad file is a one-line UserError."""
+def load_checkpoint(path: Path, *, resume: bool = False) -> dict:
+    """Load a checkpoint as data only (weights_only=True); a bad file is a one-line UserError.
+    resume=True: it must also hold training state in this imbal's layout (CHECKPOINT_VERSION)."""
     if not path.is_file():
         raise UserError(f"checkpoint not found: {path}")
     try:
@@ -66,7 +71,34 @@ def load_checkpoint(path: Path) -> dict:
         raise UserError(f"cannot load checkpoint {path}: {first[:200]}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != "imbal":
         raise UserError(f"{path} is not an imbal checkpoint")
+    if resume:
+        check_resumable(ckpt, path)
     return ckpt
+
+
+def check_resumable_file(path: Path) -> None:
+    """check_resumable before anything else of a resumed run is looked at (its config may be
+    an older imbal's too); mmap: only the header is read, not the tensors."""
+    if not path.is_file():
+        return  # check_run_dir says so
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+    except Exception:  # load_checkpoint reports it properly later
+        return
+    if isinstance(ckpt, dict) and ckpt.get("format") == "imbal":
+        check_resumable(ckpt, path)
+
+
+def check_resumable(ckpt: dict, path: Path) -> None:
+    version = ckpt.get("version")
+    if version == CHECKPOINT_VERSION:
+        return
+    if version is None or (isinstance(version, int) and version < CHECKPOINT_VERSION):
+        raise UserError(f"{path} was written by an older imbal (its optimizer and schedule state "
+                        "are in a layout this version cannot load): the run cannot be resumed, "
+                        "start it again (imbal train CONFIG --overwrite)")
+    raise UserError(f"{path} was written by a newer imbal (checkpoint version {version!r}, this "
+                    f"one reads {CHECKPOINT_VERSION}): resume it with that version")
 
 
 def check_run_dir(path: Path, *, overwrite: bool, resume: bool) -> None:

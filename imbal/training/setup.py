@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import os
-import random
-import sys
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
 import torch
 
 from imbal.data.batches import BatchAugment, Normalizer
@@ -21,7 +17,8 @@ from imbal.models import MODELS, build_model
 from imbal.remedies import build_plan
 from imbal.remedies.batch import build_batch_transforms
 from imbal.remedies.plan import Plan, check_composition, parse_remedies
-from imbal.training.optim import OPTIMIZERS, SCHEDULES
+from imbal.training.optim import check_schedule, resolve_optimizer
+from imbal.training.settings import apply_run_settings, seed_everything_local
 from imbal.training.stages import (
     PRETEXT,
     SUPERVISED,
@@ -52,8 +49,8 @@ def check_names(cfg: dict) -> None:
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
     MODELS.get(cfg["model"]["backbone"])
-    OPTIMIZERS.get(cfg["train"]["optimizer"]["name"])
-    SCHEDULES.get(cfg["train"]["schedule"]["name"])
+    resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")  # names, keys and values
+    check_schedule(cfg["train"]["schedule"], cfg["train"]["epochs"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
     specs = resolve_stages(cfg)
     check_stage_names(cfg, specs)
@@ -61,6 +58,21 @@ def check_names(cfg: dict) -> None:
         which = "a pretext stage" if cfg["stages"] else "pretrain"
         raise UserError(f"{which} and model.init_from are both set: the loaded backbone "
                         f"would replace the pretrained one; give one of them")
+
+
+def resolve_parts(cfg: dict) -> dict:
+    """The config with each optimizer section complete: every keyword argument the optimizer
+    is built with (imbal's and the class's defaults filled in), so config.yaml says what ran."""
+    out = {**cfg, "train": {**cfg["train"]}}
+    out["train"]["optimizer"] = resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")
+    if cfg["pretrain"] is not None:
+        out["pretrain"] = {**cfg["pretrain"], "optimizer": resolve_optimizer(
+            cfg["pretrain"]["optimizer"], "pretrain.optimizer")}
+    if cfg["stages"]:
+        out["stages"] = [{**st, "optimizer": resolve_optimizer(st["optimizer"], f"stages[{i}].optimizer")}
+                         if isinstance(st.get("optimizer"), dict) else st
+                         for i, st in enumerate(cfg["stages"])]
+    return out
 
 
 @dataclass
@@ -83,32 +95,6 @@ class Setup:
     def selection(self) -> StageSpec:
         """The stage best.pt is chosen in (the last supervised one)."""
         return self.stages[selection_index(self.stages)]
-
-
-def seed_everything_local(seed: int) -> None:
-    """Layers without a generator argument (dropout) draw from torch's global RNG: seed it once
-    per run from the training seed so CPU runs repeat exactly. Data choices never use it."""
-    torch.manual_seed(seed)
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-
-
-def deterministic_algorithms(compiled: bool) -> None:
-    """torch.use_deterministic_algorithms(True, warn_only=True). Without torch.compile, set only
-    the eager flag: the public call also sets torch._inductor.config.deterministic, and importing
-    that config imports torch._dynamo and the inductor (~1.7 s of a run's start-up here).
-
-    The NaN fill of every torch.empty that deterministic mode adds by default is switched off:
-    it guards programs that read memory they never wrote, which imbal does not (a test runs with
-    the fill forced on and gets the same figures), and it cost 77 extra fills a step, ~3% of a
-    small-CNN step and ~2% of a LeNet step on this CPU. torch's documentation: off is "still
-    deterministic"."""
-    eager_only = getattr(torch._C, "_set_deterministic_algorithms", None)
-    if compiled or eager_only is None or "torch._inductor.config" in sys.modules:
-        torch.use_deterministic_algorithms(True, warn_only=True)
-    else:
-        eager_only(True, warn_only=True)
-    torch.utils.deterministic.fill_uninitialized_memory = False
 
 
 def channels_last_for(setting: bool | str, device: torch.device) -> bool:
@@ -146,12 +132,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     tr, ev = cfg["train"], cfg["eval"]
     device = resolve_device(tr["device"])
     amp_dtype_for(tr["amp"], device)  # refuses float16 on the CPU before any work
-    if tr["threads"]:
-        torch.set_num_threads(tr["threads"])
-    if tr["deterministic"]:
-        if device.type == "cuda":
-            os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
-        deterministic_algorithms(compiled=tr["compile"])
+    apply_run_settings(threads=tr["threads"], deterministic=tr["deterministic"], device=device)
     data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
                         minority_override=ev["minority_classes"])
     bad = [c for c in data.minority if not 0 <= c < data.num_classes]

@@ -23,7 +23,7 @@ from typing import Any
 from imbal.errors import UserError
 from imbal.remedies.batch import soft_target_transforms
 from imbal.remedies.plan import check_composition, check_soft_targets, parse_remedies
-from imbal.training.optim import OPTIMIZERS, SCHEDULES, build_optimizer, build_scheduler
+from imbal.training.optim import check_schedule, resolve_optimizer
 
 SUPERVISED, PRETEXT = "supervised", "pretext"
 CONSTANT = {"name": "none", "t_max": None, "milestones": [], "gamma": 0.1, "warmup_epochs": 0}
@@ -161,23 +161,20 @@ def _check_supervised(s: StageSpec) -> None:
                         f"already); give one of them")
 
 
-def _try_schedule(s: StageSpec) -> None:
-    """Build the stage's optimizer and schedule on a stand-in parameter: their own checks
-    (multistep without milestones, a bad optimizer option) then refuse before any work, not
-    when the stage starts, possibly hours into the run."""
-    import torch
-
-    opt = build_optimizer([torch.nn.Parameter(torch.zeros(1))], s.optimizer)
-    build_scheduler(opt, s.schedule, s.schedule_epochs)
+def _try_parts(s: StageSpec, where: str) -> None:
+    """Check the stage's optimizer (names, arguments, torch's own checks on a stand-in
+    parameter) and build its schedule on a throw-away optimizer: a bad later stage (multistep
+    without milestones) is refused before any work, not when it starts, hours into the run."""
+    resolve_optimizer(s.optimizer, f"{where}.optimizer")
+    check_schedule(s.schedule, s.schedule_epochs, f"{where}.schedule")
 
 
 def check_names(cfg: dict, specs: list[StageSpec]) -> None:
     """Registry names and parameters of every stage, before any data is read."""
     for s in specs:
         if s.optimizer is not None:
-            OPTIMIZERS.get(s.optimizer["name"])
-            SCHEDULES.get(s.schedule["name"])
-            _try_schedule(s)
+            legacy = "pretrain" if s.kind == PRETEXT else "train"
+            _try_parts(s, f"stages[{s.index}]" if cfg.get("stages") else legacy)
         if s.kind == PRETEXT:
             from imbal.pretext import check_params  # lazy: runs without one skip its import
 

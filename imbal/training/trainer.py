@@ -22,6 +22,8 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.optim import Optimizer
+from torch.optim.lr_scheduler import LRScheduler
 
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
 from imbal.errors import NonFiniteLoss, UserError
@@ -109,8 +111,8 @@ class StageParts:
     images: torch.Tensor  # labelled stream, on the device
     targets: torch.Tensor
     sampler: Any  # ClassSampler or None (a random permutation per epoch)
-    optimizer: Any
-    scheduler: Any
+    optimizer: Optimizer
+    scheduler: LRScheduler
     batch_size: int
     generator: torch.Generator  # the step's randomness (order, augmentation, transforms, task)
     augment: BatchAugment
@@ -315,12 +317,13 @@ class Trainer:
         loss_sum, correct, n, _ = c.sums.tolist()
         seconds = time.perf_counter() - t0
         images = n + (c.order_u.numel() if c.order_u is not None else 0)
+        lr = self.optimizer.param_groups[0]["lr"]  # the lr this epoch trained with
         self.scheduler.step()
         c.order, c.order_u, c.sums, c.step = None, None, None, 0
         c.epoch = epoch + 1
         return {"loss": loss_sum / max(n, 1), "acc": 100.0 * correct / max(n, 1),
                 "images": int(images), "images_per_s": images / max(seconds, 1e-9), "seconds": seconds,
-                "lr": self.optimizer.param_groups[0]["lr"]}
+                "lr": lr}
 
     # ---- evaluation ---------------------------------------------------------------------------
     @torch.inference_mode()
