@@ -128,7 +128,7 @@ start_mariadb() {
   local server; server=$(command -v mariadbd || command -v mysqld || echo /usr/sbin/mariadbd)
   spawn mysqld "$LOG/mariadb.log" "$server" --no-defaults --user=mysql --datadir="$data" \
     --socket="$sock" --port="$DB_PORT" --bind-address=127.0.0.1 --pid-file="$data/mysqld.pid" \
-    --log-error="$LOG/mariadb.log" --innodb-buffer-pool-size=32M
+    --log-error="$LOG/mariadb.log" --innodb-buffer-pool-size=32M --innodb-log-file-size=8M
   wait_for MariaDB 30 mariadb --no-defaults --socket="$sock" -u root -e "SELECT 1"
   local pass; pass=$(sed -n 's/^StoragePass=//p' "$STATE/etc/slurmdbd.conf")
   mariadb --no-defaults --socket="$sock" -u root <<SQL
@@ -210,6 +210,12 @@ do_start() {
     say "already running (state $STATE)"; echo "export SLURM_CONF=$SLURM_CONF"; return 0
   fi
   do_stop >/dev/null  # whatever half of it runs
+  local port
+  for port in 6817 6818 6819 "$DB_PORT"; do  # slurmctld, slurmd, slurmdbd, MariaDB
+    if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+      die "port $port is in use (another Slurm or MariaDB running? \`$0 stop DIR\` for a cluster this script started in DIR)"
+    fi
+  done
   install_packages
   local t0=$SECONDS
   write_configs

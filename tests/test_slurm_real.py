@@ -147,7 +147,8 @@ def test_a_job_killed_mid_run_is_reported_with_its_log(tmp_path, partition):
     message = f"Slurm job {job_id} ended without a result (state FAILED; log: {log})"
     assert f"FAILED victim__d0_s0: {message}" in text, text
     assert "1 done, 0 skipped (complete), 1 failed" in text
-    assert (out / "victim__d0_s0" / "error.txt").read_text().startswith(message)
+    error = (out / "victim__d0_s0" / "error.txt").read_text()
+    assert error.startswith(message + "\n") and "task 0: Killed" in error  # srun's line, in the log tail
     summary = json.loads((out / "summary.json").read_text())
     assert summary["failed"] == [{"name": "victim__d0_s0", "error": message}]
     assert json.loads((out / "quick__d0_s0" / "results.json").read_text())["complete"] is True

@@ -247,17 +247,28 @@ def submit_line(folder: Path, array_id: str) -> str:
     return "sbatch " + " ".join(keep) + f" {script}"
 
 
-def _lost(sj: Any, job: dict[str, Any], err: BaseException) -> dict[str, Any]:
+# Slurm job states (sacct) in which a job ended without finishing its work.
+KILLED = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                    "DEADLINE"})
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _lost(sj: Any, job: dict[str, Any], what: str) -> dict[str, Any]:
     """A Slurm job that ended without a result (killed, out of memory, time limit, node lost)."""
     try:
         state = sj.state
     except Exception:  # sacct failing here must not hide the job's own failure
         state = "UNKNOWN"
-    what = ("ended without a result" if type(err).__name__ == "UncompletedJobError"
-            else f"failed outside the run ({first_line(err)})")
-    return failed(job, f"Slurm job {sj.job_id} {what} (state {state}; log: {sj.paths.stderr})",
-                  f"{first_line(err)}\nstdout: {sj.paths.stdout}\nstderr: {sj.paths.stderr}\n\n"
-                  f"{err}")
+    stderr, stdout = Path(sj.paths.stderr), Path(sj.paths.stdout)
+    return failed(job, f"Slurm job {sj.job_id} {what} (state {state}; log: {stderr})",
+                  f"stdout: {stdout}\nstderr: {stderr}\n"
+                  f"---- last lines of {stderr.name}\n{_tail(stderr)}\n")
 
 
 def _sacct_works(job_id: str) -> bool:
@@ -296,10 +307,16 @@ def run_slurm(jobs: list[dict[str, Any]], *, folder: Path, opts: dict[str, Any],
     # Polling reads result files; submitit itself spaces its sacct calls out (2 s, 4 s, 8 s, ...).
     for sj in submitit.helpers.as_completed(submitted, poll_frequency=1 if cluster == "local" else 2):
         job = by_id[sj.job_id]
+        if cluster == "slurm" and sj.state in KILLED and not sj.paths.result_pickle.exists():
+            # sj.result() would wait 15 s more for a result file that a killed job never writes
+            yield _lost(sj, job, "ended without a result")
+            continue
         try:
             yield sj.result()
         except Exception as err:  # the job itself died: killed, timeout, out of memory, node failure
-            yield _lost(sj, job, err)
+            lost = type(err).__name__ == "UncompletedJobError"  # submitit: no result file
+            yield _lost(sj, job, "ended without a result" if lost
+                        else f"failed outside the run ({first_line(err)})")
 
 
 def _main(job_file: str) -> int:
