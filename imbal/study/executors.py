@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from imbal import plugins
 from imbal.errors import UserError
 
@@ -209,8 +211,34 @@ def _submitit() -> Any:
     return submitit
 
 
+class SlurmSpec(BaseModel):
+    """A sweep file's `slurm:` section (every key optional); the command line's flags override
+    it key by key, and --slurm-opt adds to or overrides `options`."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: str | None = None  # sbatch --partition (default: the cluster's default)
+    time: int = Field(240, ge=1)  # minutes per run: --time
+    gpus: int = Field(1, ge=0)  # GPUs per job: --gpus-per-node
+    cpus_per_task: int = Field(8, ge=1)  # also each run's train.threads
+    mem_gb: float | None = Field(None, gt=0)  # --mem
+    array_parallelism: int = Field(16, ge=1)  # at most this many runs at once: --array=0-N%K
+    options: dict[str, str] = Field(default_factory=dict)  # any other sbatch option: account, qos
+
+
+def slurm_options(section: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
+    """The sweep file's section with the command line's non-None values over it, validated."""
+    merged = {**section, **{k: v for k, v in cli.items() if v is not None and k != "options"}}
+    merged["options"] = {**section.get("options", {}), **(cli.get("options") or {})}
+    try:
+        return SlurmSpec.model_validate(merged).model_dump()
+    except ValidationError as err:  # the file's values were checked when it was read
+        e = err.errors()[0]
+        flag = "--" + str(e["loc"][0]).replace("_", "-")
+        raise UserError(f"{flag}: {e['msg'].lower()} (got {e.get('input')!r})") from None
+
+
 def slurm_parameters(opts: dict[str, Any]) -> dict[str, Any]:
-    """AutoExecutor parameters from the CLI options (slurm_* ones are ignored off Slurm)."""
+    """AutoExecutor parameters from the Slurm options (slurm_* ones are ignored off Slurm)."""
     params: dict[str, Any] = {
         "timeout_min": int(opts["time"]),
         "gpus_per_node": int(opts["gpus"]),
@@ -222,8 +250,8 @@ def slurm_parameters(opts: dict[str, Any]) -> dict[str, Any]:
         params["slurm_partition"] = opts["partition"]
     if opts.get("mem_gb"):
         params["mem_gb"] = opts["mem_gb"]
-    if opts.get("extra"):
-        params["slurm_additional_parameters"] = dict(opts["extra"])
+    if opts.get("options"):
+        params["slurm_additional_parameters"] = dict(opts["options"])
     return params
 
 
