@@ -341,7 +341,11 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
               overwrite: bool = False, train_fn: str = DEFAULT_TRAIN_FN,
               slurm: dict[str, Any] | None = None, wait: bool = True, cluster: str = "slurm",
               imports: list[str] | None = None, say=print) -> int:
-    """Expand, skip what is complete, run the rest; exit status 1 if any run failed."""
+    """Expand, skip what is complete, run the rest; exit status 1 if any run failed.
+
+    `slurm`: the command line's Slurm options (None = not given), laid over the sweep file's
+    `slurm:` section (executors.slurm_options).
+    """
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers})")
     sweep = load_sweep(path, out=out, extra=extra, imports=imports)
