@@ -272,10 +272,11 @@ def test_submitit_local_executor(tmp_path, monkeypatch, capsys):
     # submitit's local jobs are fresh Python processes: they must import imbal and this file.
     here = Path(__file__).resolve().parent
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join([str(here.parent), str(here)]))
-    body = {"runs": [{"name": "ok"}, {"name": "bad"}], "seeds": {"train": [0, 1]}}
+    body = {"runs": [{"name": "ok"}, {"name": "bad"}], "seeds": {"train": [0, 1]},
+            "slurm": {"gpus": 0, "cpus_per_task": 3, "time": 5}}  # the flag overrides 3
     path = write_sweep(tmp_path, body, fake={"fail": "bad"})
     status = cli([str(path), "--train-fn", FAKE, "--executor", "slurm", "--submitit-cluster",
-                  "local", "--gpus", "0", "--cpus-per-task", "1", "--time", "5"])
+                  "local", "--cpus-per-task", "1"])
     assert status == 1
     out = tmp_path / "out"
     assert sweep_exec.is_complete(out / "ok__d0_s0") and sweep_exec.is_complete(out / "ok__d0_s1")
@@ -284,6 +285,39 @@ def test_submitit_local_executor(tmp_path, monkeypatch, capsys):
     assert res["config"]["train"]["threads"] == 1  # = --cpus-per-task
     assert len(json.loads((out / "submitit" / "jobs.json").read_text())) == 4
     assert "2 done, 0 skipped (complete), 2 failed" in capsys.readouterr().out
+
+
+def test_slurm_section_and_flags_make_the_submitit_parameters(tmp_path):
+    section = {"partition": "gpu", "time": 30, "gpus": 2, "array_parallelism": 4,
+               "options": {"account": "abc", "qos": "low"}}
+    loaded = sweep.load_sweep(write_sweep(tmp_path, {"slurm": section}))
+    assert loaded.slurm == section  # as written; defaults fill in when the flags are merged
+    cli_opts = {"partition": None, "time": 90, "gpus": None, "mem_gb": 12.5,
+                "options": {"qos": "high"}}
+    opts = sweep_exec.slurm_options(loaded.slurm, cli_opts)
+    assert sweep_exec.slurm_parameters(opts) == {
+        "timeout_min": 90, "gpus_per_node": 2, "cpus_per_task": 8, "slurm_array_parallelism": 4,
+        "name": "imbal", "slurm_partition": "gpu", "mem_gb": 12.5,
+        "slurm_additional_parameters": {"account": "abc", "qos": "high"}}
+    with pytest.raises(UserError) as err:
+        sweep_exec.slurm_options(loaded.slurm, {"array_parallelism": 0})
+    assert str(err.value) == ("--array-parallelism: input should be greater than or equal to 1 "
+                              "(got 0)")
+
+
+@pytest.mark.parametrize("section, message", [
+    ({"gpu": 1}, "unknown key 'slurm.gpu' (valid: partition, time, gpus, cpus_per_task, mem_gb, "
+                 "array_parallelism, options)"),
+    ({"time": 0}, "bad value for 'slurm.time': input should be greater than or equal to 1 "
+                  "(got 0)"),
+    ({"gpus": -1}, "bad value for 'slurm.gpus': input should be greater than or equal to 0 "
+                   "(got -1)"),
+])
+def test_bad_slurm_sections_are_refused(tmp_path, section, message):
+    path = write_sweep(tmp_path, {"slurm": section})
+    with pytest.raises(UserError) as err:
+        sweep.load_sweep(path)
+    assert str(err.value) == f"sweep file {path}: {message}"
 
 
 def test_slurm_without_submitit_is_a_user_error(tmp_path, monkeypatch):

@@ -24,6 +24,8 @@ from concurrent.futures import ThreadPoolExecutor, as_completed
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
 from imbal import plugins
 from imbal.errors import UserError
 
@@ -209,8 +211,34 @@ def _submitit() -> Any:
     return submitit
 
 
+class SlurmSpec(BaseModel):
+    """A sweep file's `slurm:` section (every key optional); the command line's flags override
+    it key by key, and --slurm-opt adds to or overrides `options`."""
+
+    model_config = ConfigDict(extra="forbid")
+    partition: str | None = None  # sbatch --partition (default: the cluster's default)
+    time: int = Field(240, ge=1)  # minutes per run: --time
+    gpus: int = Field(1, ge=0)  # GPUs per job: --gpus-per-node
+    cpus_per_task: int = Field(8, ge=1)  # also each run's train.threads
+    mem_gb: float | None = Field(None, gt=0)  # --mem
+    array_parallelism: int = Field(16, ge=1)  # at most this many runs at once: --array=0-N%K
+    options: dict[str, str] = Field(default_factory=dict)  # any other sbatch option: account, qos
+
+
+def slurm_options(section: dict[str, Any], cli: dict[str, Any]) -> dict[str, Any]:
+    """The sweep file's section with the command line's non-None values over it, validated."""
+    merged = {**section, **{k: v for k, v in cli.items() if v is not None and k != "options"}}
+    merged["options"] = {**section.get("options", {}), **(cli.get("options") or {})}
+    try:
+        return SlurmSpec.model_validate(merged).model_dump()
+    except ValidationError as err:  # the file's values were checked when it was read
+        e = err.errors()[0]
+        flag = "--" + str(e["loc"][0]).replace("_", "-")
+        raise UserError(f"{flag}: {e['msg'].lower()} (got {e.get('input')!r})") from None
+
+
 def slurm_parameters(opts: dict[str, Any]) -> dict[str, Any]:
-    """AutoExecutor parameters from the CLI options (slurm_* ones are ignored off Slurm)."""
+    """AutoExecutor parameters from the Slurm options (slurm_* ones are ignored off Slurm)."""
     params: dict[str, Any] = {
         "timeout_min": int(opts["time"]),
         "gpus_per_node": int(opts["gpus"]),
@@ -222,8 +250,8 @@ def slurm_parameters(opts: dict[str, Any]) -> dict[str, Any]:
         params["slurm_partition"] = opts["partition"]
     if opts.get("mem_gb"):
         params["mem_gb"] = opts["mem_gb"]
-    if opts.get("extra"):
-        params["slurm_additional_parameters"] = dict(opts["extra"])
+    if opts.get("options"):
+        params["slurm_additional_parameters"] = dict(opts["options"])
     return params
 
 
@@ -233,6 +261,50 @@ def check_slurm(cluster: str) -> Any:
     if cluster == "slurm" and shutil.which("sbatch") is None:
         raise UserError("sbatch not found: --executor slurm must run where Slurm is installed")
     return submitit
+
+
+def submit_line(folder: Path, array_id: str) -> str:
+    """The sbatch options submitit wrote for the array (its #SBATCH lines), as one command line."""
+    script = folder / array_id / f"{array_id}_submission.sh"  # submitit's folder/%j layout
+    try:
+        lines = script.read_text().splitlines()
+    except OSError:
+        return f"sbatch (submission script not found: {script})"
+    opts = [ln.split(None, 1)[1] for ln in lines if ln.startswith("#SBATCH ")]
+    keep = [o for o in opts if not o.startswith(("--output=", "--error=", "--open-mode="))]
+    return "sbatch " + " ".join(keep) + f" {script}"
+
+
+# Slurm job states (sacct) in which a job ended without finishing its work.
+KILLED = frozenset({"FAILED", "CANCELLED", "TIMEOUT", "OUT_OF_MEMORY", "NODE_FAIL", "BOOT_FAIL",
+                    "DEADLINE"})
+
+
+def _tail(path: Path, n: int = 40) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return "(no log)"
+
+
+def _lost(sj: Any, job: dict[str, Any], what: str) -> dict[str, Any]:
+    """A Slurm job that ended without a result (killed, out of memory, time limit, node lost)."""
+    try:
+        state = sj.state
+    except Exception:  # sacct failing here must not hide the job's own failure
+        state = "UNKNOWN"
+    stderr, stdout = Path(sj.paths.stderr), Path(sj.paths.stdout)
+    return failed(job, f"Slurm job {sj.job_id} {what} (state {state}; log: {stderr})",
+                  f"stdout: {stdout}\nstderr: {stderr}\n"
+                  f"---- last lines of {stderr.name}\n{_tail(stderr)}\n")
+
+
+def _sacct_works(job_id: str) -> bool:
+    try:
+        return subprocess.run(["sacct", "-n", "-X", "-j", job_id], capture_output=True,
+                              timeout=30, check=False).returncode == 0
+    except (OSError, subprocess.TimeoutExpired):
+        return False
 
 
 def run_slurm(jobs: list[dict[str, Any]], *, folder: Path, opts: dict[str, Any], wait: bool,
@@ -249,17 +321,30 @@ def run_slurm(jobs: list[dict[str, Any]], *, folder: Path, opts: dict[str, Any],
     ids = {sj.job_id: job["name"] for sj, job in zip(submitted, jobs, strict=True)}
     (folder / "jobs.json").write_text(json.dumps(ids, indent=2) + "\n")
     log(f"submitted {len(submitted)} jobs ({cluster}); ids in {folder / 'jobs.json'}")
+    array_id = str(submitted[0].job_id).split("_")[0]
+    if cluster == "slurm":
+        log(submit_line(folder, array_id))
+        log(f"logs: {folder / (array_id + '_*')}/")
+        if wait and not _sacct_works(array_id):
+            log("warning: sacct fails here (no Slurm accounting), so a job killed before it "
+                "writes its result (out of memory, time limit) cannot be seen and would be "
+                "waited for forever; watch squeue, or use --no-wait")
     if not wait:
         return
     by_id = {sj.job_id: job for sj, job in zip(submitted, jobs, strict=True)}
-    poll = 1 if cluster == "local" else 30  # each poll on Slurm runs sacct
-    for sj in submitit.helpers.as_completed(submitted, poll_frequency=poll):
+    # Polling reads result files; submitit itself spaces its sacct calls out (2 s, 4 s, 8 s, ...).
+    for sj in submitit.helpers.as_completed(submitted, poll_frequency=1 if cluster == "local" else 2):
         job = by_id[sj.job_id]
+        if cluster == "slurm" and sj.state in KILLED and not sj.paths.result_pickle.exists():
+            # sj.result() would wait 15 s more for a result file that a killed job never writes
+            yield _lost(sj, job, "ended without a result")
+            continue
         try:
             yield sj.result()
-        except Exception as err:  # the job itself died: timeout, out of memory, node failure
-            yield failed(job, f"Slurm job {sj.job_id} failed: {first_line(err)}",
-                         f"submitit folder: {folder}")
+        except Exception as err:  # the job itself died: killed, timeout, out of memory, node failure
+            lost = type(err).__name__ == "UncompletedJobError"  # submitit: no result file
+            yield _lost(sj, job, "ended without a result" if lost
+                        else f"failed outside the run ({first_line(err)})")
 
 
 def _main(job_file: str) -> int:

@@ -9,6 +9,7 @@ A sweep file (YAML):
     seeds: {train: [0, 1, 2], data: [0]}           # both vary; cartesian
     out: runs/s1                 # relative to the working directory
     imports: [my_loss.py]        # plugins for every run, relative to the sweep file (optional)
+    slurm: {partition: gpu, time: 120, gpus: 1}   # --executor slurm defaults (optional)
 
 Run names are `<label>__d<data seed>_s<train seed>`; the label is the explicit run name and/or
 the grid values. This module turns the file into runs and jobs and drives them; the executors
@@ -34,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from imbal import plugins
 from imbal.errors import UserError
 from imbal.study import executors as sweep_exec
-from imbal.study.executors import DEFAULT_TRAIN_FN, prepare_jobs
+from imbal.study.executors import DEFAULT_TRAIN_FN, SlurmSpec, prepare_jobs
 
 SEED_SUFFIX = re.compile(r"__d-?\d+_s-?\d+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -73,6 +74,7 @@ class SweepSpec(_Strict):
     seeds: SeedSpec = Field(default_factory=SeedSpec)
     out: str | None = None
     imports: list[str] = Field(default_factory=list)
+    slurm: SlurmSpec = Field(default_factory=SlurmSpec)
 
 
 @dataclass
@@ -101,6 +103,7 @@ class Sweep:
     out: Path
     source: Path
     imports: list[str] = field(default_factory=list)  # absolute paths / module names
+    slurm: dict[str, Any] = field(default_factory=dict)  # the file's `slurm:` keys as written
 
 
 def format_override(key: str, value: Any) -> str:
@@ -115,8 +118,10 @@ def _one_line_error(err: ValidationError, path: Path) -> str:
     e = err.errors()[0]
     loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
     if e["type"] == "extra_forbidden":
-        return (f"sweep file {path}: unknown key '{loc}' "
-                "(valid: name, base, set, grid, runs, seeds, out, imports)")
+        valid = SweepSpec.model_fields if len(e["loc"]) == 1 else (
+            SlurmSpec.model_fields if e["loc"][0] == "slurm" else None)
+        return (f"sweep file {path}: unknown key '{loc}'"
+                + (f" (valid: {', '.join(valid)})" if valid else ""))
     if e["type"] == "missing":
         return f"sweep file {path}: missing key '{loc}'"
     got = e.get("input")
@@ -258,7 +263,8 @@ def load_sweep(path: str | Path, *, out: str | None = None,
     dest = Path(out or spec.out or Path("runs") / shorten(spec.name))
     every = plugins.merge(plugins.absolute(spec.imports, p.resolve().parent),
                           plugins.absolute(plugins.check_specs(imports or [], "--import")))
-    return Sweep(spec.name, base, {**spec.set, **extra}, runs, dest, p.resolve(), every)
+    return Sweep(spec.name, base, {**spec.set, **extra}, runs, dest, p.resolve(), every,
+                 spec.slurm.model_dump(exclude_unset=True))
 
 
 def sweep_record(sweep: Sweep) -> dict[str, Any]:
@@ -335,15 +341,20 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
               overwrite: bool = False, train_fn: str = DEFAULT_TRAIN_FN,
               slurm: dict[str, Any] | None = None, wait: bool = True, cluster: str = "slurm",
               imports: list[str] | None = None, say=print) -> int:
-    """Expand, skip what is complete, run the rest; exit status 1 if any run failed."""
+    """Expand, skip what is complete, run the rest; exit status 1 if any run failed.
+
+    `slurm`: the command line's Slurm options (None = not given), laid over the sweep file's
+    `slurm:` section (executors.slurm_options).
+    """
     if workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers})")
     sweep = load_sweep(path, out=out, extra=extra, imports=imports)
     plugins.load(sweep.imports)  # before any run's config is checked; each job carries them
     if executor == "slurm" and not dry_run:
         sweep_exec.check_slurm(cluster)  # before anything is written
-    slurm = slurm or {}
-    threads = max(1, _cores() // workers) if executor == "local" else slurm.get("cpus_per_task")
+    if executor == "slurm":  # the sweep file's `slurm:` section, the command line over it
+        slurm = sweep_exec.slurm_options(sweep.slurm, slurm or {})
+    threads = max(1, _cores() // workers) if executor == "local" else slurm["cpus_per_task"]
     jobs, skipped = prepare_jobs(sweep, threads=threads, overwrite=overwrite, train_fn=train_fn)
     if dry_run:
         _list_runs(sweep, jobs, skipped, say)
@@ -402,12 +413,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         "file) in the sweep and in every run; repeatable")
     parser.add_argument("--train-fn", default=DEFAULT_TRAIN_FN, help=argparse.SUPPRESS)
     g = parser.add_argument_group("slurm (--executor slurm; needs pip install 'imbal[slurm]')")
-    g.add_argument("--partition", help="Slurm partition")
-    g.add_argument("--time", type=int, default=240, help="minutes per run (default 240)")
-    g.add_argument("--gpus", type=int, default=1, help="GPUs per job (default 1)")
-    g.add_argument("--cpus-per-task", type=int, default=8, help="CPUs per job (default 8)")
+    g.add_argument("--partition", help="Slurm partition (these flags override the sweep "
+                                       "file's `slurm:` section)")
+    g.add_argument("--time", type=int, help="minutes per run (default 240)")
+    g.add_argument("--gpus", type=int, help="GPUs per job (default 1)")
+    g.add_argument("--cpus-per-task", type=int, help="CPUs per job (default 8)")
     g.add_argument("--mem-gb", type=float, help="memory per job in GB")
-    g.add_argument("--array-parallelism", type=int, default=16,
+    g.add_argument("--array-parallelism", type=int,
                    help="at most this many jobs of the array at once (default 16)")
     g.add_argument("--slurm-opt", action="append", metavar="KEY=VALUE",
                    help="extra sbatch option, e.g. account=abc or qos=high; repeatable")
@@ -419,10 +431,7 @@ def run(args: argparse.Namespace) -> int:
     slurm = {"partition": args.partition, "time": args.time, "gpus": args.gpus,
              "cpus_per_task": args.cpus_per_task, "mem_gb": args.mem_gb,
              "array_parallelism": args.array_parallelism,
-             "extra": _pairs(args.slurm_opt, "--slurm-opt", parse=False)}
-    for key in ("time", "cpus_per_task", "array_parallelism"):
-        if slurm[key] < 1:
-            raise UserError(f"--{key.replace('_', '-')} must be at least 1")
+             "options": _pairs(args.slurm_opt, "--slurm-opt", parse=False)}
     return run_sweep(args.sweep_file, workers=args.workers, executor=args.executor,
                      dry_run=args.dry_run, out=args.out,
                      extra=_pairs(args.set_items, "--set", parse=True), overwrite=args.overwrite,
