@@ -38,13 +38,15 @@ class Subset(Section):
 
 
 class Imbalance(Section):
-    kind: str = Field("none", description="none | step | longtail | explicit")
+    kind: str = Field("none", description="none | step | longtail | explicit | random")
     classes: list[int] | None = Field(None, description="step: classes reduced (default 0-4)")
     keep: float | None = Field(None, description="step: fraction of those classes kept (default 0.1)")
     ratio: float | None = Field(None, description="longtail: n_max / n_min")
     order: list[int] | None = Field(None, description="longtail: class order, head first")
     n_max: int | None = Field(None, description="longtail: head class size (default: smallest class)")
     counts: list[int] | None = Field(None, description="explicit: per-class counts")
+    low: int | None = Field(None, description="random: fewest images a class keeps (count uniform on low..high, data seed)")
+    high: int | None = Field(None, description="random: most images a class keeps (at most the smallest class)")
 
     def params(self) -> dict[str, Any]:
         return self.model_dump(exclude={"kind"}, exclude_none=True)

@@ -32,7 +32,7 @@ def _targets(counts: list[int], seed: int = 0) -> torch.Tensor:
 
 
 def test_registered():
-    assert IMBALANCES.names() == ["explicit", "longtail", "none", "step"]
+    assert IMBALANCES.names() == ["explicit", "longtail", "none", "random", "step"]
 
 
 def test_none_and_step_on_mnist():
@@ -94,6 +94,75 @@ def test_explicit():
 def test_refused(kind, params, message):
     with pytest.raises(UserError, match=message):
         target_counts(kind, CIFAR, **params)
+
+
+def _uniform_counts(low: int, high: int, classes: int, seed: int) -> list[int]:
+    """The documented rule: one torch.randint(low, high + 1, (C,)) on a fresh CPU generator
+    seeded with the data seed."""
+    return torch.randint(low, high + 1, (classes,), generator=_gen(seed)).tolist()
+
+
+@pytest.mark.parametrize("seed", [0, 1, 7])
+def test_random_counts_exact_for_a_seed(seed):
+    counts = target_counts("random", CIFAR, low=500, high=1000, generator=_gen(seed))
+    assert counts == _uniform_counts(500, 1000, 10, seed)
+    assert all(500 <= n <= 1000 for n in counts)
+    # the same seed draws the same counts; the draw uses only the generator it is given
+    torch.manual_seed(123)
+    assert target_counts("random", CIFAR, low=500, high=1000, generator=_gen(seed)) == counts
+
+
+def test_random_counts_differ_between_seeds_and_cover_both_bounds():
+    draws = {tuple(target_counts("random", CIFAR, low=500, high=1000, generator=_gen(s)))
+             for s in range(5)}
+    assert len(draws) == 5
+    # both ends are included and every value equally likely: 3,000 classes, low=1, high=3
+    counts = torch.tensor(target_counts("random", [3] * 3000, low=1, high=3, generator=_gen(0)))
+    share = torch.bincount(counts, minlength=4)[1:].float() / 3000
+    assert counts.min() == 1 and counts.max() == 3
+    assert ((share - 1 / 3).abs() < 0.04).all(), share
+    assert target_counts("random", [9, 9], low=4, high=4, generator=_gen(0)) == [4, 4]
+
+
+@pytest.mark.parametrize(
+    "params, message",
+    [
+        ({"low": 800, "high": 700},
+         r"^imbalance random: low \(800\) must not exceed high \(700\)$"),
+        ({"low": 500, "high": 5001},
+         r"^imbalance random: high \(5001\) exceeds the 5000 images class 0 has; high must be "
+         r"at most 5000 \(the smallest class\)$"),
+        ({"low": 0, "high": 10}, r"^imbalance random: low must be a positive integer, got 0$"),
+        ({"low": 1, "high": 2.5}, r"^imbalance random: high must be a positive integer, got 2.5$"),
+        ({"low": 1}, r"^imbalance random: missing required parameter\(s\) high$"),
+        ({"low": 1, "high": 2, "ratio": 3},
+         r"^imbalance random: unknown parameter\(s\) ratio; valid: low, high$"),
+    ],
+)
+def test_random_refused(params, message):
+    with pytest.raises(UserError, match=message):
+        target_counts("random", CIFAR, generator=_gen(0), **params)
+
+
+def test_random_in_prepare_data_uses_the_data_seed():
+    from imbal.config import load_config
+    from imbal.data.prepare import prepare_data
+
+    sets = ["data.source=digits", "data.imbalance.kind=random", "data.imbalance.low=20",
+            "data.imbalance.high=60", "data.val_fraction=0.2"]
+    data = load_config(None, sets)["data"]
+    for seed in (0, 3):
+        counts = prepare_data(data, data_seed=seed).counts()
+        kept = [t + v for t, v in zip(counts["train"], counts["val"], strict=True)]
+        assert kept == _uniform_counts(20, 60, 10, seed)  # no subset: the generator's first draw
+        median = sorted(kept)[4:6]
+        assert counts["minority_classes"] == [c for c, n in enumerate(kept) if n < sum(median) / 2]
+
+
+def test_random_names_the_short_class():
+    with pytest.raises(UserError, match="exceeds the 600 images class 2 has; high must be at "
+                                        "most 600"):
+        target_counts("random", [5000, 5000, 600], low=500, high=1000, generator=_gen(0))
 
 
 def test_profile_leaving_a_class_empty_is_refused():

@@ -12,8 +12,9 @@ import torch.nn.functional as F
 from scipy import stats
 
 from imbal.config import read_config_file
+from imbal.data.batches import Normalizer
 from imbal.errors import UserError
-from imbal.remedies.batch import BATCH_TRANSFORMS, build_batch_transforms
+from imbal.remedies.batch import BATCH_TRANSFORMS, build_batch_transforms, split_item
 from imbal.remedies.mixing import (
     cutmix_images,
     mix_targets,
@@ -208,7 +209,8 @@ def test_compose_passes_soft_targets_on():
          "batch transform 'cutmix': parameter 'p' must be a probability in [0, 1] (got 1.5)"),
         ({"name": "cutmix", "p": True},
          "batch transform 'cutmix': parameter 'p' must be a probability in [0, 1] (got True)"),
-        ("mixpu", "unknown batch transform 'mixpu' (did you mean 'mixup'?); valid: cutmix, mixup"),
+        ("mixpu", "unknown batch transform 'mixpu' (did you mean 'mixup'?); valid: autoaugment, "
+         "colour_jitter, cutmix, cutout, gridmask, mixup, randaugment"),
     ],
 )
 def test_bad_parameters_refused_in_one_line(item, message):
@@ -224,7 +226,10 @@ def test_bundled_configs_batch_transforms_build():
     for path in sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml")):
         items = read_config_file(path).get("train", {}).get("batch_transforms")
         if items:
-            t = build_batch_transforms(items, num_classes=10, class_counts=[5] * 10)
-            assert t.soft_targets, path
+            norm = Normalizer([0.5] * 3, [0.25] * 3, torch.device("cpu"))
+            t = build_batch_transforms(items, num_classes=10, class_counts=[5] * 10,
+                                       normalizer=norm)
+            mixing = any(split_item(i)[0] in ("mixup", "cutmix") for i in items)
+            assert t.soft_targets == mixing, path
             found += 1
     assert found >= 3

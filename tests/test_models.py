@@ -186,8 +186,8 @@ def test_unknown_backbone_lists_valid_names():
 @pytest.mark.parametrize(
     "name,params,valid",
     [
-        ("lenet", {"depth": 3}, ["activation"]),
-        ("small_cnn", {"dropout": 0.1}, ["none"]),
+        ("lenet", {"depth": 3}, ["activation", "dropout"]),
+        ("small_cnn", {"depth": 3}, ["dropout"]),
         ("resnet18", {"activation": "relu"}, ["dropout", "norm"]),
     ],
 )
@@ -270,6 +270,45 @@ def test_dropout_sits_before_the_head():
         build_model("resnet18", in_channels=3, num_classes=10, image_size=32).features.dropout,
         nn.Identity,
     )
+
+
+def _dropout_only_trains(model: nn.Module) -> None:
+    """Evaluation mode everywhere (BatchNorm uses its running statistics) but the dropouts."""
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, nn.Dropout):
+            m.train()
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_every_backbone_has_dropout_before_the_head(name):
+    p = 0.5
+    torch.manual_seed(0)  # weight init and the dropout masks (torch's own RNG, as in training)
+    model = build_model(name, in_channels=3, num_classes=NUM_CLASSES, image_size=32, dropout=p)
+    plain = build_model(name, in_channels=3, num_classes=NUM_CLASSES, image_size=32)
+    plain.load_state_dict(model.state_dict())  # dropout adds no parameters or buffers
+    assert model.state_dict().keys() == plain.state_dict().keys()
+    assert not any(isinstance(m, nn.Dropout) for m in plain.modules())  # default 0: no dropout
+    x = torch.randn(8, 3, 32, 32, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        reference = plain.eval().features(x)
+        model.eval()
+        torch.testing.assert_close(model.features(x), reference, rtol=0, atol=0)  # identity
+        _dropout_only_trains(model)
+        dropped = model.features(x)
+    zero, live = dropped == 0, reference != 0  # (a ReLU may zero features before dropout)
+    # Train mode: each feature is zeroed or scaled by 1/(1-p); about half are zeroed.
+    torch.testing.assert_close(dropped[~zero], reference[~zero] / (1 - p))
+    assert live.sum() >= 200
+    assert 0.35 < zero[live].float().mean().item() < 0.65
+    logits = model.head(dropped)
+    torch.testing.assert_close(logits, model.head.eval()(dropped))  # nothing after the dropout
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_dropout_rate_is_checked_for_every_backbone(name):
+    with pytest.raises(UserError, match=r"dropout must be a number in \[0, 1\), got 1"):
+        build_model(name, in_channels=3, num_classes=NUM_CLASSES, image_size=32, dropout=1)
 
 
 @pytest.mark.parametrize("activation", ["sigmoid", "relu", "tanh"])

@@ -45,6 +45,14 @@ class Normalizer:
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return (images.float() - self.mean) * self.inv_std
 
+    def to_pixels(self, x: torch.Tensor) -> torch.Tensor:
+        """Normalised floats -> pixel values in [0, 1] (the inverse map, clamped)."""
+        return (x / self.inv_std + self.mean).div_(255.0).clamp_(0.0, 1.0)
+
+    def from_pixels(self, p: torch.Tensor) -> torch.Tensor:
+        """Pixel values in [0, 1] -> normalised floats."""
+        return (p * 255.0 - self.mean) * self.inv_std
+
 
 def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
     """Per-image random crop of a zero-padded batch, as one gather (no Python loop over images)."""

@@ -1,7 +1,7 @@
 """Class imbalance as pure functions: per-class target counts, then which images to keep.
 
 ``target_counts(kind, available, **params)`` turns the images each class has into the images
-each class keeps, through the IMBALANCES registry (none, step, longtail, explicit).
+each class keeps, through the IMBALANCES registry (none, step, longtail, explicit, random).
 ``subsample``, ``stratified_split`` and ``subset_indices`` pick indices with an explicit
 torch.Generator; the same seed picks the same images.
 
@@ -11,8 +11,11 @@ The contract for a plugin imbalance, ``@IMBALANCES.register("kind")``::
 
 ``available`` is each class's training images after ``data.subset``; ``params`` are the keys
 of ``data.imbalance`` other than ``kind`` that are set (today's keys: classes, keep, ratio,
-order, n_max, counts), matched to the function's keyword parameters (unknown or missing ones
-are refused with the valid list). Which images are kept is drawn by imbal from the data seed.
+order, n_max, counts, low, high), matched to the function's keyword parameters (unknown or
+missing ones are refused with the valid list). Which images are kept is drawn by imbal from the
+data seed. A kind whose counts are themselves random (``random``) declares a keyword parameter
+``generator``: it is handed the data seed's torch.Generator (never a config key), and must draw
+from it alone.
 """
 
 from __future__ import annotations
@@ -140,6 +143,26 @@ def _explicit(available: list[int], counts: Sequence[int]) -> list[int]:
     return list(counts)
 
 
+@IMBALANCES.register("random")
+def _random(available: list[int], low: int, high: int, *, generator: torch.Generator) -> list[int]:
+    """Class c keeps n_c images, n_c uniform on the integers low..high (both included), drawn
+    for all classes at once from the data seed: ``torch.randint(low, high + 1, (C,),
+    generator=generator)`` on the CPU. 1 <= low <= high <= every class's available images."""
+    for key, v in (("low", low), ("high", high)):
+        if not _is_int(v) or v < 1:
+            raise UserError(f"imbalance random: {key} must be a positive integer, got {v!r}")
+    if low > high:
+        raise UserError(f"imbalance random: low ({low}) must not exceed high ({high})")
+    short = [c for c, n in enumerate(available) if n < high]
+    if short:
+        c = short[0]
+        raise UserError(
+            f"imbalance random: high ({high}) exceeds the {available[c]} images class {c} has; "
+            f"high must be at most {min(available)} (the smallest class)"
+        )
+    return torch.randint(low, high + 1, (len(available),), generator=generator).tolist()
+
+
 def _class_label(c: int, class_names: Sequence[str] | None) -> str:
     return f"class {c} ('{class_names[c]}')" if class_names else f"class {c}"
 
@@ -149,12 +172,16 @@ def target_counts(
     available: Sequence[int],
     *,
     class_names: Sequence[str] | None = None,
+    generator: torch.Generator | None = None,
     **params: Any,
 ) -> list[int]:
-    """Per-class image counts that imbalance ``kind`` keeps out of ``available``."""
+    """Per-class image counts that imbalance ``kind`` keeps out of ``available``.
+
+    ``generator`` (the data seed's) is passed on to a kind that declares it (``random``).
+    """
     builder = IMBALANCES.get(kind)
     signature = inspect.signature(builder).parameters
-    accepted = [p for p in signature if p != "available"]
+    accepted = [p for p in signature if p not in ("available", "generator")]
     unknown = sorted(set(params) - set(accepted))
     if unknown:
         raise UserError(
@@ -165,6 +192,10 @@ def target_counts(
                and p not in params]
     if missing:
         raise UserError(f"imbalance {kind}: missing required parameter(s) {', '.join(missing)}")
+    if "generator" in signature:
+        if generator is None:
+            raise ValueError(f"imbalance {kind} draws its counts: pass the data seed's generator")
+        params = {**params, "generator": generator}
     counts = builder(list(available), **params)
     for c, n in enumerate(counts):
         if n <= 0:

@@ -89,7 +89,8 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     same_shape(name, train, test)
     imb = data["imbalance"]
     params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
-    counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes, **params)
+    counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes,
+                           generator=gen, **params)  # gen: a kind that draws its counts (random)
     kept = subsample(train.targets, counts, gen)
     mask = torch.ones(train.targets.numel(), dtype=torch.bool)
     mask[kept] = False

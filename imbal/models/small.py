@@ -2,6 +2,8 @@
 
 Both compute their fc input size from the actual image size with a dummy forward at build
 time, so inputs larger than the design size work (the extra spatial positions are flattened).
+Both take `dropout` (as the ResNets): dropout on the 64-d features, directly before the head;
+0 (the default) adds no module at all, so the network is exactly the one without the param.
 """
 
 from __future__ import annotations
@@ -9,9 +11,15 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from imbal.models.base import MODELS, MinSize, choose, flat_size
+from imbal.models.base import MODELS, MinSize, check_probability, choose, flat_size
 
 ACTIVATIONS: dict[str, type[nn.Module]] = {"sigmoid": nn.Sigmoid, "relu": nn.ReLU, "tanh": nn.Tanh}
+
+
+def head_dropout(rate: float) -> list[nn.Module]:
+    """[Dropout(rate)] for a rate in (0, 1), [] for 0 (no module: today's network exactly)."""
+    rate = check_probability("dropout", rate)
+    return [nn.Dropout(rate)] if rate > 0 else []
 
 
 class LeNetFeatures(nn.Module):
@@ -25,7 +33,7 @@ class LeNetFeatures(nn.Module):
 
     min_size = 28
 
-    def __init__(self, in_channels: int, image_size: int, activation: str):
+    def __init__(self, in_channels: int, image_size: int, activation: str, dropout: float = 0.0):
         super().__init__()
         act = choose("activation", activation, ACTIVATIONS)
         self.resize = MinSize(self.min_size)
@@ -40,7 +48,7 @@ class LeNetFeatures(nn.Module):
             nn.Flatten(),
         )
         flat = flat_size([self.resize, self.convs], in_channels, image_size)
-        self.fc = nn.Sequential(nn.Linear(flat, 64), act())
+        self.fc = nn.Sequential(nn.Linear(flat, 64), act(), *head_dropout(dropout))
         self.feature_dim = 64
         # Xavier init, as in the d2l LeNet this one follows: with PyTorch's default init the
         # sigmoid LeNet sits at chance for epochs under SGD lr 0.01 (measured on real MNIST).
@@ -64,7 +72,7 @@ class SmallCNNFeatures(nn.Module):
 
     min_size = 32
 
-    def __init__(self, in_channels: int, image_size: int):
+    def __init__(self, in_channels: int, image_size: int, dropout: float = 0.0):
         super().__init__()
         self.resize = MinSize(self.min_size)
         layers: list[nn.Module] = []
@@ -72,7 +80,7 @@ class SmallCNNFeatures(nn.Module):
             layers += [nn.Conv2d(c_in, c_out, 3, padding=1), nn.ReLU(inplace=True), nn.MaxPool2d(2)]
         self.convs = nn.Sequential(*layers, nn.BatchNorm2d(64), nn.Flatten())
         flat = flat_size([self.resize, self.convs], in_channels, image_size)
-        self.fc = nn.Sequential(nn.Linear(flat, 64), nn.ReLU(inplace=True))
+        self.fc = nn.Sequential(nn.Linear(flat, 64), nn.ReLU(inplace=True), *head_dropout(dropout))
         self.feature_dim = 64
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -80,10 +88,11 @@ class SmallCNNFeatures(nn.Module):
 
 
 @MODELS.register("lenet")
-def lenet(*, in_channels: int, image_size: int, activation: str = "sigmoid") -> nn.Module:
-    return LeNetFeatures(in_channels, image_size, activation)
+def lenet(*, in_channels: int, image_size: int, activation: str = "sigmoid",
+          dropout: float = 0.0) -> nn.Module:
+    return LeNetFeatures(in_channels, image_size, activation, dropout)
 
 
 @MODELS.register("small_cnn")
-def small_cnn(*, in_channels: int, image_size: int) -> nn.Module:
-    return SmallCNNFeatures(in_channels, image_size)
+def small_cnn(*, in_channels: int, image_size: int, dropout: float = 0.0) -> nn.Module:
+    return SmallCNNFeatures(in_channels, image_size, dropout)

@@ -17,7 +17,9 @@ distribution); generator: the run's torch.Generator on that device, the only sou
 randomness (per-sample parameters are drawn from it, never one draw for the whole batch
 unless the method says so). It returns images of the same shape and either int64 ids or
 N×num_classes soft targets. `soft_targets` says whether it may return soft ones (the loss
-remedies are then checked to accept them before any work starts).
+remedies are then checked to accept them before any work starts). `pixels = True` asks for
+pixel values instead: x in [0, 1] (the normalisation undone, clamped), and the transform
+returns values in [0, 1] that the Compose normalises again (augment.py's photometric ops).
 
 Config: a list of names or mappings with `name` (like `remedy:`), e.g.
 `batch_transforms: [{name: mixup, alpha: 0.2}]`; they are applied in order.
@@ -40,6 +42,7 @@ class BatchTransform:
 
     name: ClassVar[str] = ""
     soft_targets: ClassVar[bool] = False
+    pixels: ClassVar[bool] = False  # True: takes and returns pixel values in [0, 1]
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -61,24 +64,34 @@ def split_item(item: Any, where: str = "batch_transforms") -> tuple[str, dict[st
 
 
 class Compose(BatchTransform):
-    """Several transforms applied in order."""
+    """Several transforms applied in order. `normalizer` (imbal.data.batches.Normalizer) maps
+    between normalised and pixel values around the parts with `pixels = True`; consecutive
+    pixel parts share one round trip."""
 
-    def __init__(self, parts: list[BatchTransform]):
-        self.parts = parts
+    def __init__(self, parts: list[BatchTransform], normalizer: Any = None):
+        if normalizer is None and any(p.pixels for p in parts):
+            raise ValueError("pixel-space batch transforms need the run's normalizer")
+        self.parts, self.normalizer = parts, normalizer
         self.soft_targets = any(p.soft_targets for p in parts)  # type: ignore[misc]
 
     def __call__(self, x, y, generator):
+        in_pixels = False
         for part in self.parts:
+            if part.pixels != in_pixels:
+                x = (self.normalizer.to_pixels(x) if part.pixels
+                     else self.normalizer.from_pixels(x))
+                in_pixels = part.pixels
             x, y = part(x, y, generator)
-        return x, y
+        return (self.normalizer.from_pixels(x) if in_pixels else x), y
 
     def describe(self) -> str:
         return " -> ".join(p.describe() for p in self.parts)
 
 
 def build_batch_transforms(items: list[Any] | None, *, num_classes: int,
-                           class_counts: list[int]) -> Compose | None:
-    """The stage's batch transforms, or None when the list is empty."""
+                           class_counts: list[int], normalizer: Any = None) -> Compose | None:
+    """The stage's batch transforms, or None when the list is empty. `normalizer`: the run's
+    (needed by pixel-space transforms)."""
     if not items:
         return None
     parts = []
@@ -86,7 +99,7 @@ def build_batch_transforms(items: list[Any] | None, *, num_classes: int,
         name, params = split_item(item)
         parts.append(BATCH_TRANSFORMS.get(name)(params, num_classes=num_classes,
                                                 class_counts=list(class_counts)))
-    return Compose(parts)
+    return Compose(parts, normalizer)
 
 
 def soft_target_transforms(items: list[Any] | None) -> list[str]:

@@ -106,7 +106,8 @@ def channels_last_for(setting: bool | str, device: torch.device) -> bool:
 
 
 def _plans(stages: list[StageSpec], data: Prepared, images: torch.Tensor,
-           targets: torch.Tensor, gen: torch.Generator) -> tuple[dict[int, Plan], dict[int, Any]]:
+           targets: torch.Tensor, gen: torch.Generator,
+           normalizer: Normalizer) -> tuple[dict[int, Plan], dict[int, Any]]:
     """Every supervised stage's remedy plan and batch transforms, resolved once, in stage order,
     before the model exists (so a one-stage run draws exactly as it always did)."""
     plans, transforms = {}, {}
@@ -117,7 +118,8 @@ def _plans(stages: list[StageSpec], data: Prepared, images: torch.Tensor,
                                     num_classes=data.num_classes, minority_classes=data.minority,
                                     epochs=s.epochs, generator=gen)
         built = build_batch_transforms(s.batch_transforms, num_classes=data.num_classes,
-                                       class_counts=plans[s.index].class_counts)
+                                       class_counts=plans[s.index].class_counts,
+                                       normalizer=normalizer)
         if built is not None:
             transforms[s.index] = built
     heads = {plans[i].head for i in plans}
@@ -145,7 +147,8 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     images = data.train.images.to(device)
     targets = data.train.targets.to(device)
     stages = resolve_stages(cfg)
-    plans, transforms = _plans(stages, data, images, targets, gen)
+    normalizer = Normalizer.fit(data.train.images, device)
+    plans, transforms = _plans(stages, data, images, targets, gen, normalizer)
     chosen = plans[selection_index(stages)]
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
@@ -154,7 +157,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainer = Trainer(
-        model, normalizer=Normalizer.fit(data.train.images, device), device=device, generator=gen,
+        model, normalizer=normalizer, device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
         channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"])
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
