@@ -82,7 +82,7 @@ def run_checks(opts, gpu: str | None, only: list[str] | None, budget_s: float,
 
     table = checks(opts, gpu)
     t0, out = time.perf_counter(), {}
-    with registered_source(opts):
+    with registered_source():
         for name, fn in table.items():
             if only and name not in only:
                 continue

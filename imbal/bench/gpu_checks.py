@@ -22,7 +22,8 @@ import torch
 
 from imbal.errors import NonFiniteLoss
 
-SOURCE = "gpu_check_random"
+# Random CIFAR-shaped sources: name -> (train images a class, test images a class, size).
+RANDOM_SOURCES = {"gpu_check_random": (5000, 1000, 32), "gpu_check_random_tiny": (30, 5, 16)}
 CONFIG = Path(__file__).resolve().parents[2] / "configs" / "lt_cifar_resnet32.yaml"
 
 # Dense (no sparsity) peak TFLOP/s of the tensor cores in float16/bfloat16, and float32 without
@@ -77,14 +78,26 @@ def random_source(per_class: int, test_per_class: int, size: int) -> Callable[..
     return build
 
 
-@contextlib.contextmanager
-def registered_source(opts: Options) -> Iterator[None]:
-    from imbal import registry
+def source_name(tiny: bool) -> str:
+    return "gpu_check_random_tiny" if tiny else "gpu_check_random"
+
+
+def register_sources() -> None:
+    """Register the random sources (a worker process of `imbal bench --gpu-table` does)."""
     from imbal.data.sources import SOURCES
 
+    for name, (per_class, test, size) in RANDOM_SOURCES.items():
+        if name not in SOURCES:
+            SOURCES.register(name)(random_source(per_class, test, size))
+
+
+@contextlib.contextmanager
+def registered_source() -> Iterator[None]:
+    """The random sources registered for the duration only (the registry is left as it was)."""
+    from imbal import registry
+
     state = registry.snapshot()
-    per_class, test, size = (30, 5, 16) if opts.tiny else (5000, 1000, 32)
-    SOURCES.register(SOURCE)(random_source(per_class, test, size))
+    register_sources()
     try:
         yield
     finally:
@@ -95,7 +108,7 @@ def config(opts: Options, *sets: str) -> dict:
     """The long-tail table's config (ResNet-32, SGD, crop+flip, ratio 100) on the random source."""
     from imbal.config import load_config
 
-    over = [f"data.source={SOURCE}", "data.root=.", f"train.device={opts.device}",
+    over = [f"data.source={source_name(opts.tiny)}", "data.root=.", f"train.device={opts.device}",
             "logging.progress=false", "logging.tensorboard=false", "eval.batch_size=1024"]
     if opts.tiny:  # 30 a class of 16x16, ratio 5: 30 ... 6, batches of 16, LeNet (a ResNet
         # takes ~0.1 s an image on a shared 2-core CPU)

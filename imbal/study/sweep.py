@@ -348,7 +348,8 @@ def run_sweep(path: str | Path, *, workers: int | None = None, executor: str = "
     if executor != "local" and not wait:
         say(f"not waiting; when the jobs finish: imbal report {sweep.out}")
         return 0
-    summary = sweep_output.summarise(sweep, outcomes, skipped, time.time() - t0, how, say)
+    summary = sweep_output.summarise(sweep, outcomes, skipped, time.time() - t0, how, say,
+                                     workers=len(slots) or None)
     return 1 if summary["failed"] else 0
 
 

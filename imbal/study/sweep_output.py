@@ -39,7 +39,7 @@ def list_runs(sweep: Sweep, jobs: list[dict[str, Any]], skipped: list[str], say)
 
 
 def summarise(sweep: Sweep, outcomes: list[dict[str, Any]], skipped: list[str], wall: float,
-              how: str, say) -> dict[str, Any]:
+              how: str, say, workers: int | None = None) -> dict[str, Any]:
     done = [o["name"] for o in outcomes if o["status"] == "done"]
     bad = [o for o in outcomes if o["status"] != "done"]
     say(f"sweep '{sweep.name}' finished in {wall:.1f} s ({how}): {len(done)} done, "
@@ -54,6 +54,7 @@ def summarise(sweep: Sweep, outcomes: list[dict[str, Any]], skipped: list[str], 
     summary = {"name": sweep.name, "how": how, "wall_time_s": round(wall, 2), "done": done,
                "skipped": skipped, "failed": [{"name": o["name"], "error": o.get("error")}
                                               for o in bad],
+               "workers": workers,
                "slots": {o["name"]: o["slot"] for o in outcomes if o.get("slot")}}
     (sweep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
