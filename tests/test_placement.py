@@ -237,3 +237,14 @@ def test_sweep_refuses_bad_placement_before_any_work(tmp_path, fake_machine):
     assert sweep.run_sweep(path, devices="1", per_device=2, dry_run=True, train_fn=FAKE_TRAIN,
                            say=lines.append) == 0
     assert lines[0].startswith("placement: 1 GPU [1 (Fake H200") and "6 to run" in lines[-1]
+
+
+def test_a_run_records_the_gpu_it_was_pinned_to(monkeypatch):
+    import torch
+
+    from imbal.training.runs import provenance
+
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    assert provenance(torch.device("cpu"))["cuda_visible_devices"] == "1"
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
+    assert provenance(torch.device("cpu"))["cuda_visible_devices"] is None
