@@ -248,3 +248,15 @@ def test_a_run_records_the_gpu_it_was_pinned_to(monkeypatch):
     assert provenance(torch.device("cpu"))["cuda_visible_devices"] == "1"
     monkeypatch.delenv("CUDA_VISIBLE_DEVICES")
     assert provenance(torch.device("cpu"))["cuda_visible_devices"] is None
+
+
+def test_placed_job_gets_its_slots_device_and_threads():
+    job = {"name": "r", "cfg": {"train": {"device": "auto", "threads": None}}, "threads_set": False}
+    got = sweep_exec.placed(job, Slot(0, 1, 3, "1"))
+    assert got["cfg"]["train"] == {"device": "cuda", "threads": 3} and got["slot"] == "gpu 1"
+    assert job["cfg"]["train"] == {"device": "auto", "threads": None}  # the job is not changed
+    fixed = {**job, "cfg": {"train": {"device": "cpu", "threads": 8}}, "threads_set": True}
+    assert sweep_exec.placed(fixed, Slot(0, 1, 3, "1"))["cfg"]["train"] == {"device": "cpu",
+                                                                           "threads": 8}
+    assert sweep_exec.placed(job, Slot(2, None, 4))["cfg"]["train"] == {"device": "auto",
+                                                                       "threads": 4}

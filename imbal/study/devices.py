@@ -49,8 +49,11 @@ def probe_gpus() -> list[GPU]:
     """Every GPU torch sees here, with its free memory now; [] without CUDA."""
     if not cuda_available():
         return []
-    done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
-                          env=dict(os.environ), check=False, timeout=120)
+    try:
+        done = subprocess.run([sys.executable, "-c", _PROBE], capture_output=True, text=True,
+                              env=dict(os.environ), check=False, timeout=120)
+    except subprocess.TimeoutExpired:
+        raise UserError("could not query the GPUs: no answer in 120 s") from None
     if done.returncode != 0:
         tail = (done.stderr.strip().splitlines() or ["no output"])[-1]
         raise UserError(f"could not query the GPUs: {tail}")

@@ -170,11 +170,11 @@ def _child_env(slot: Slot) -> dict[str, str]:
 
 def placed(job: dict[str, Any], slot: Slot) -> dict[str, Any]:
     """The job as its slot runs it: the slot's threads (unless the sweep sets train.threads) and,
-    on a GPU, train.device=cuda (the worker sees only its GPU)."""
+    on a GPU, train.device=cuda (the worker sees only its GPU) unless the run is set to the CPU."""
     train = dict(job["cfg"].get("train") or {})
     if not job.get("threads_set"):
         train["threads"] = slot.threads
-    if slot.gpu is not None:
+    if slot.gpu is not None and str(train.get("device", "auto")) != "cpu":
         train["device"] = "cuda"
     return {**job, "cfg": {**job["cfg"], "train": train}, "slot": slot.label}
 

@@ -307,12 +307,13 @@ def run_sweep(path: str | Path, *, workers: int | None = None, executor: str = "
         raise UserError(f"--workers must be at least 1 (got {workers})")
     if per_device is not None and per_device < 1:
         raise UserError(f"--per-device must be at least 1 (got {per_device})")
-    sweep = load_sweep(path, out=out, extra=extra, imports=imports)
-    devices_ = placement.parse_devices(devices) if devices is not None else sweep.devices
-    per_device = per_device if per_device is not None else sweep.per_device
     if executor != "local" and (devices is not None or per_device is not None):
         raise UserError("--devices/--per-device place runs of the local executor; "
                         "on Slurm give --gpus per job")
+    sweep = load_sweep(path, out=out, extra=extra, imports=imports)
+    # The file's devices:/per_device: apply to the local executor only.
+    devices_ = placement.parse_devices(devices) if devices is not None else sweep.devices
+    per_device = per_device if per_device is not None else sweep.per_device
     plugins.load(sweep.imports)  # before any run's config is checked; each job carries them
     if executor == "slurm" and not dry_run:
         sweep_exec.check_slurm(cluster)  # before anything is written
