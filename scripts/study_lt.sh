@@ -3,7 +3,8 @@
 # ratio 100, 200 epochs: cross-entropy, focal (gamma 1), class-balanced re-weighting (effective
 # number, beta 0.9999), LDAM-DRW, balanced softmax, logit-adjusted loss (tau 1). Checkpoints are
 # chosen on a validation split, not on the test set. Report: runs/lt/report.md (vs 'ce').
-#   scripts/study_lt.sh --workers 2              # GPU: 6 rows x 3 seeds x 200 epochs
+#   scripts/study_lt.sh                          # GPU: 6 rows x 3 seeds x 200 epochs, packed
+#                                                # onto every visible GPU (--devices, --per-device)
 #   scripts/study_lt.sh --executor slurm --partition gpu --time 600
 #   scripts/study_lt.sh --quick --workers 2      # CPU: 3 epochs on a subset
 source "$(dirname "${BASH_SOURCE[0]}")/study_lib.sh"

@@ -137,6 +137,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", type=int, default=None,
                    help="torch CPU threads for every loop (default: torch's choice)")
     p.add_argument("--out", default=None, help="JSON file (default ./bench-<date>.json)")
+    g = p.add_argument_group("the long-tail table on GPUs (imbal/bench/gpu_table.py)")
+    g.add_argument("--gpu-table", action="store_true",
+                   help="the 18-run CIFAR-10-LT-100 table shortened to a few epochs a run, packed "
+                        "onto the GPUs; prints images/s and the full table's extrapolated time")
+    g.add_argument("--gpu-table-epochs", type=int, default=3,
+                   help="epochs a run (default 3: 264 steps of ResNet-32 at batch 128)")
+    g.add_argument("--devices", help="GPUs to use, e.g. 0,1 (default: every visible GPU)")
+    g.add_argument("--per-device", type=int, help="runs at a time per GPU (default: estimated)")
+    g.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -144,6 +153,10 @@ def run(args: argparse.Namespace) -> int:
     from imbal.errors import UserError
     from imbal.training.setup import resolve_device
 
+    if args.gpu_table:
+        from imbal.bench import gpu_table
+
+        return gpu_table.run(args)
     parts = [x.strip() for x in args.only.split(",") if x.strip()]
     bad = [x for x in parts if x not in PARTS]
     if bad:

@@ -20,7 +20,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor, as_completed
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -28,6 +28,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imbal import plugins
 from imbal.errors import UserError
+from imbal.study.placement import Slot, take_slot
 
 if TYPE_CHECKING:
     from imbal.study.sweep import Sweep
@@ -147,22 +148,37 @@ def prepare_jobs(sweep: Sweep, *, threads: int | None, overwrite: bool,
             continue
         jobs.append({"name": run.name, "cfg": cfg, "out_dir": str(out_dir),
                      "overwrite": overwrite or out_dir.exists(), "train_fn": train_fn,
-                     "imports": list(cfg.get("imports") or [])})
+                     "imports": list(cfg.get("imports") or []),
+                     "threads_set": "train.threads" in {**sweep.common, **run.overrides}})
     return jobs, skipped
 
 
 # ---------------------------------------------------------------- local worker processes
 
-def _child_env(threads: int) -> dict[str, str]:
-    """The parent's import path (so the child imports the same imbal) and a thread budget."""
+def _child_env(slot: Slot) -> dict[str, str]:
+    """The parent's import path (so the child imports the same imbal), the slot's thread budget
+    and, on a GPU, the one GPU the worker may see."""
     env = dict(os.environ)
     prefixes = (sys.prefix, sys.base_prefix)
     extra = [p or os.getcwd() for p in sys.path if not (p and p.startswith(prefixes))]
     old = env.get("PYTHONPATH")
     env["PYTHONPATH"] = os.pathsep.join(extra + ([old] if old else []))
     for var in ("OMP_NUM_THREADS", "MKL_NUM_THREADS", "OPENBLAS_NUM_THREADS"):
-        env[var] = str(threads)
+        env[var] = str(slot.threads)
+    if slot.visible is not None:
+        env["CUDA_VISIBLE_DEVICES"] = slot.visible
     return env
+
+
+def placed(job: dict[str, Any], slot: Slot) -> dict[str, Any]:
+    """The job as its slot runs it: the slot's threads (unless the sweep sets train.threads) and,
+    on a GPU, train.device=cuda (the worker sees only its GPU) unless the run is set to the CPU."""
+    train = dict(job["cfg"].get("train") or {})
+    if not job.get("threads_set"):
+        train["threads"] = slot.threads
+    if slot.gpu is not None and str(train.get("device", "auto")) != "cpu":
+        train["device"] = "cuda"
+    return {**job, "cfg": {**job["cfg"], "train": train}, "slot": slot.label}
 
 
 def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str, Any]:
@@ -184,20 +200,30 @@ def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str
                        f"(log: {log})", tail)
 
 
-def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path, workers: int,
-              threads: int) -> Iterator[dict[str, Any]]:
-    """Run jobs in `workers` parallel processes; yield each outcome as it finishes."""
+def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path,
+              slots: list[Slot]) -> Iterator[dict[str, Any]]:
+    """One worker process at a time per slot, a run taking the lowest free slot (see
+    imbal.study.placement); yield each outcome, with its slot, as it finishes."""
     work = sweep_dir / ".jobs"
     work.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "logs").mkdir(exist_ok=True)
-    env = _child_env(threads)
-    pool = ThreadPoolExecutor(max_workers=workers)
+    envs = [_child_env(s) for s in slots]
+    queue, free = list(jobs), [s.number for s in slots]
+    running: dict[Future, Slot] = {}
+    pool = ThreadPoolExecutor(max_workers=len(slots))
     try:
-        futures = [pool.submit(_run_child, job, work, env) for job in jobs]
-        for fut in as_completed(futures):
-            yield fut.result()
+        while queue or running:
+            while queue and free:
+                slot = slots[take_slot(free)]
+                running[pool.submit(_run_child, placed(queue.pop(0), slot), work,
+                                    envs[slot.number])] = slot
+            done, _ = wait(running, return_when=FIRST_COMPLETED)
+            for fut in sorted(done, key=lambda f: running[f].number):
+                slot = running.pop(fut)
+                free.append(slot.number)
+                yield {**fut.result(), "slot": slot.label}
     finally:
-        # On Ctrl-C the children got SIGINT from the terminal too; drop what has not started.
+        # On Ctrl-C the children got SIGINT from the terminal too; nothing new is started.
         pool.shutdown(wait=True, cancel_futures=True)
 
 

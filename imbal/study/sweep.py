@@ -10,6 +10,8 @@ A sweep file (YAML):
     out: runs/s1                 # relative to the working directory
     imports: [my_loss.py]        # plugins for every run, relative to the sweep file (optional)
     slurm: {partition: gpu, time: 120, gpus: 1}   # --executor slurm defaults (optional)
+    devices: [0, 1]              # local executor: GPUs to pack runs onto, or cpu (optional)
+    per_device: 4                # runs at a time per GPU (optional; default: estimated)
 
 Run names are `<label>__d<data seed>_s<train seed>`; the label is the explicit run name and/or
 the grid values. This module turns the file into runs and jobs and drives them; the executors
@@ -34,8 +36,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imbal import plugins
 from imbal.errors import UserError
+from imbal.study import devices as sweep_devices
 from imbal.study import executors as sweep_exec
+from imbal.study import placement, sweep_output
 from imbal.study.executors import DEFAULT_TRAIN_FN, SlurmSpec, prepare_jobs
+from imbal.study.sweep_output import format_override
 
 SEED_SUFFIX = re.compile(r"__d-?\d+_s-?\d+$")
 _KEY = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*$")
@@ -75,6 +80,8 @@ class SweepSpec(_Strict):
     out: str | None = None
     imports: list[str] = Field(default_factory=list)
     slurm: SlurmSpec = Field(default_factory=SlurmSpec)
+    devices: list[int] | int | str | None = None
+    per_device: int | None = Field(None, ge=1)
 
 
 @dataclass
@@ -104,14 +111,8 @@ class Sweep:
     source: Path
     imports: list[str] = field(default_factory=list)  # absolute paths / module names
     slurm: dict[str, Any] = field(default_factory=dict)  # the file's `slurm:` keys as written
-
-
-def format_override(key: str, value: Any) -> str:
-    """`key=value` with the value written as one line of YAML, so load_config parses it back."""
-    text = yaml.safe_dump(value, default_flow_style=True, width=1 << 30, sort_keys=False).strip()
-    if text.endswith("\n..."):  # plain scalars get a YAML document-end marker
-        text = text[: -len("\n...")]
-    return f"{key}={text}"
+    devices: list[int] | str | None = None  # the file's `devices:` (parsed), None: default
+    per_device: int | None = None
 
 
 def _one_line_error(err: ValidationError, path: Path) -> str:
@@ -263,8 +264,10 @@ def load_sweep(path: str | Path, *, out: str | None = None,
     dest = Path(out or spec.out or Path("runs") / shorten(spec.name))
     every = plugins.merge(plugins.absolute(spec.imports, p.resolve().parent),
                           plugins.absolute(plugins.check_specs(imports or [], "--import")))
+    devices = placement.parse_devices(spec.devices, f"sweep file {p}: devices")
     return Sweep(spec.name, base, {**spec.set, **extra}, runs, dest, p.resolve(), every,
-                 spec.slurm.model_dump(exclude_unset=True))
+                 slurm=spec.slurm.model_dump(exclude_unset=True), devices=devices,
+                 per_device=spec.per_device)
 
 
 def sweep_record(sweep: Sweep) -> dict[str, Any]:
@@ -298,75 +301,53 @@ def _cores() -> int:
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
-def _list_runs(sweep: Sweep, jobs: list[dict[str, Any]], skipped: list[str], say) -> None:
-    labels = {r.label for r in sweep.runs}
-    say(f"sweep '{sweep.name}': {len(sweep.runs)} runs ({len(labels)} configurations) -> "
-        f"{sweep.out}")
-    say(f"base: {sweep.base}")
-    if sweep.imports:
-        say("imports: " + " ".join(sweep.imports))
-    if sweep.common:
-        say("common: " + " ".join(format_override(k, v) for k, v in sweep.common.items()))
-    width = max(len(r.name) for r in sweep.runs)
-    for r in sweep.runs:
-        items = [format_override(k, v) for k, v in r.overrides.items()]
-        items += [f"seeds.data={r.seeds['data']}", f"seeds.train={r.seeds['train']}"]
-        mark = "  (complete, skipped)" if r.name in skipped else ""
-        say(f"  {r.name:<{width}}  {' '.join(items)}{mark}")
-    say(f"{len(jobs)} to run, {len(skipped)} complete")
-
-
-def _summarise(sweep: Sweep, outcomes: list[dict[str, Any]], skipped: list[str], wall: float,
-               how: str, say) -> dict[str, Any]:
-    done = [o["name"] for o in outcomes if o["status"] == "done"]
-    bad = [o for o in outcomes if o["status"] != "done"]
-    say(f"sweep '{sweep.name}' finished in {wall:.1f} s ({how}): {len(done)} done, "
-        f"{len(skipped)} skipped (complete), {len(bad)} failed")
-    if done:
-        say("  done: " + ", ".join(done))
-    if skipped:
-        say("  skipped: " + ", ".join(skipped))
-    for o in bad:
-        say(f"  FAILED {o['name']}: {o.get('error')}  ({sweep.out / o['name'] / 'error.txt'})")
-    say(f"report: imbal report {sweep.out}")
-    summary = {"name": sweep.name, "how": how, "wall_time_s": round(wall, 2), "done": done,
-               "skipped": skipped, "failed": [{"name": o["name"], "error": o.get("error")}
-                                              for o in bad]}
-    (sweep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    return summary
-
-
-def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
+def run_sweep(path: str | Path, *, workers: int | None = None, executor: str = "local",
               dry_run: bool = False, out: str | None = None, extra: dict[str, Any] | None = None,
               overwrite: bool = False, train_fn: str = DEFAULT_TRAIN_FN,
               slurm: dict[str, Any] | None = None, wait: bool = True, cluster: str = "slurm",
-              imports: list[str] | None = None, say=print) -> int:
+              imports: list[str] | None = None, devices: str | None = None,
+              per_device: int | None = None, say=print) -> int:
     """Expand, skip what is complete, run the rest; exit status 1 if any run failed.
 
     `slurm`: the command line's Slurm options (None = not given), laid over the sweep file's
-    `slurm:` section (executors.slurm_options).
+    `slurm:` section (executors.slurm_options). `devices` ("0,1" | "cpu") and `per_device`
+    override the sweep file's (imbal.study.placement); they place local runs only.
     """
-    if workers < 1:
+    if workers is not None and workers < 1:
         raise UserError(f"--workers must be at least 1 (got {workers})")
+    if per_device is not None and per_device < 1:
+        raise UserError(f"--per-device must be at least 1 (got {per_device})")
+    if executor != "local" and (devices is not None or per_device is not None):
+        raise UserError("--devices/--per-device place runs of the local executor; "
+                        "on Slurm give --gpus per job")
     sweep = load_sweep(path, out=out, extra=extra, imports=imports)
+    # The file's devices:/per_device: apply to the local executor only.
+    devices_ = placement.parse_devices(devices) if devices is not None else sweep.devices
+    per_device = per_device if per_device is not None else sweep.per_device
     plugins.load(sweep.imports)  # before any run's config is checked; each job carries them
     if executor == "slurm" and not dry_run:
         sweep_exec.check_slurm(cluster)  # before anything is written
+    threads = None
     if executor == "slurm":  # the sweep file's `slurm:` section, the command line over it
         slurm = sweep_exec.slurm_options(sweep.slurm, slurm or {})
-    threads = max(1, _cores() // workers) if executor == "local" else slurm["cpus_per_task"]
+        threads = slurm["cpus_per_task"]
     jobs, skipped = prepare_jobs(sweep, threads=threads, overwrite=overwrite, train_fn=train_fn)
+    slots, where = [], ""
+    if executor == "local" and jobs:  # refusals (unknown GPU, ...) before anything is written
+        slots, where = sweep_devices.choose_slots(
+            [j["cfg"] for j in jobs], devices=devices_, per_device=per_device, workers=workers,
+            cores=_cores())
+        say(where)
     if dry_run:
-        _list_runs(sweep, jobs, skipped, say)
+        sweep_output.list_runs(sweep, jobs, skipped, say)
         return 0
     write_sweep_json(sweep)
     t0, outcomes = time.time(), []
     if not jobs:
         how, stream = "nothing to run", iter(())
     elif executor == "local":
-        how = (f"local, {workers} worker{'s' if workers > 1 else ''} x {threads} "
-               f"thread{'s' if threads > 1 else ''}")
-        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, workers=workers, threads=threads)
+        how = "local, " + where.removeprefix("placement: ").split(" (auto")[0]
+        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, slots=slots)
     else:
         how = f"submitit ({cluster})"
         stream = sweep_exec.run_slurm(jobs, folder=sweep.out / "submitit", opts=slurm, wait=wait,
@@ -374,11 +355,14 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
     for i, o in enumerate(stream, 1):
         outcomes.append(o)
         tail = f"  {o.get('error')}" if o["status"] != "done" else ""
-        say(f"[{i}/{len(jobs)}] {o['status']:<6} {o['name']} ({o.get('wall_s') or 0:.1f} s){tail}")
+        on = f", {o['slot']}" if o.get("slot") else ""
+        say(f"[{i}/{len(jobs)}] {o['status']:<6} {o['name']} ({o.get('wall_s') or 0:.1f} s{on})"
+            f"{tail}")
     if executor != "local" and not wait:
         say(f"not waiting; when the jobs finish: imbal report {sweep.out}")
         return 0
-    summary = _summarise(sweep, outcomes, skipped, time.time() - t0, how, say)
+    summary = sweep_output.summarise(sweep, outcomes, skipped, time.time() - t0, how, say,
+                                     workers=len(slots) or None)
     return 1 if summary["failed"] else 0
 
 
@@ -399,8 +383,12 @@ def _pairs(items: list[str] | None, flag: str, parse: bool) -> dict[str, Any]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("sweep_file", help="sweep YAML (name, base, set, grid/runs, seeds, out)")
-    parser.add_argument("--workers", type=int, default=1,
-                        help="parallel runs on this machine; each gets cores/N threads")
+    parser.add_argument("--workers", type=int, default=None,
+                        help="parallel runs on the CPU; each gets cores/N threads (default 1)")
+    parser.add_argument("--devices", help="GPUs to pack runs onto, e.g. 0,1, or cpu "
+                        "(default: the file's `devices`, else every visible GPU)")
+    parser.add_argument("--per-device", type=int, help="runs at a time per GPU (default: the "
+                        "file's `per_device`, else estimated from the model and free memory)")
     parser.add_argument("--executor", choices=["local", "slurm"], default="local")
     parser.add_argument("--dry-run", action="store_true", help="list the runs, run nothing")
     parser.add_argument("--out", help="sweep directory (default: the file's `out`, "
@@ -437,4 +425,5 @@ def run(args: argparse.Namespace) -> int:
                      extra=_pairs(args.set_items, "--set", parse=True), overwrite=args.overwrite,
                      train_fn=args.train_fn, slurm=slurm, wait=not args.no_wait,
                      cluster=args.submitit_cluster, imports=args.imports,
+                     devices=args.devices, per_device=args.per_device,
                      say=lambda s: print(s, flush=True))

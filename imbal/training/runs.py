@@ -185,6 +185,8 @@ def provenance(device: torch.device, imports: list[str] | tuple[str, ...] = ()) 
         "platform": platform.platform(),
         "device": str(device),
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else platform.processor(),
+        # A sweep worker placed on a GPU sees only that GPU: this names it as the sweep did.
+        "cuda_visible_devices": os.environ.get("CUDA_VISIBLE_DEVICES"),
         "threads": torch.get_num_threads(),
         "versions": {"python": platform.python_version(), "imbal": imbal.__version__,
                      "torch": torch.__version__, "torchvision": package_version("torchvision"),
