@@ -41,7 +41,7 @@ class Imbalance(Section):
     kind: str = Field("none", description="none | step | longtail | explicit")
     classes: list[int] | None = Field(None, description="step: classes reduced (default 0-4)")
     keep: float | None = Field(None, description="step: fraction of those classes kept (default 0.1)")
-    ratio: float | None = Field(None, description="longtail: n_max / n_min")
+    ratio: float | None = Field(None, description="longtail, step: n_max / n_min (step: the last half of the classes reduced; not with classes/keep)")
     order: list[int] | None = Field(None, description="longtail: class order, head first")
     n_max: int | None = Field(None, description="longtail: head class size (default: smallest class)")
     counts: list[int] | None = Field(None, description="explicit: per-class counts")
@@ -60,7 +60,11 @@ class Data(Section):
     root: str | None = Field(None, description="data directory (default $IMBAL_DATA, else ./data)")
     download: bool = Field(False, description="let torchvision download missing files")
     image_size: int | None = Field(None, ge=4, description="resize images to this square size (null: the source's own size)")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified (val_from: kept)")
+    val_from: Literal["kept", "removed"] = Field(
+        "kept", description="kept: val_fraction of the imbalanced set; removed: val_per_class "
+        "images per class from those the imbalance removed (a class short of them gives its kept ones)")
+    val_per_class: int | None = Field(None, ge=1, description="val_from: removed: validation images per class")
     subset: Subset = Field(default_factory=Subset)
     imbalance: Imbalance = Field(default_factory=Imbalance)
     augment: Augment = Field(default_factory=Augment)
@@ -275,6 +279,9 @@ def validate(raw: dict[str, Any]) -> Config:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, Config)) from None
+    if (cfg.data.val_from == "removed") != (cfg.data.val_per_class is not None):
+        raise UserError("data.val_from: removed takes its validation images per class from "
+                        "data.val_per_class: give both or neither")
     if cfg.stages is not None:
         fill_stages(cfg)
     return cfg
@@ -354,6 +361,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         raise UserError(f"override '{item}': value is not valid YAML") from None
     parts = key.strip().split(".")
     node: Any = raw
+    path: tuple = ()
     for part, nxt_part in zip(parts[:-1], parts[1:], strict=True):
         nxt = _child(node, part, item)
         if nxt is None:
@@ -361,11 +369,18 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         if not isinstance(nxt, dict) and not (isinstance(nxt, list) and nxt_part.isdigit()):
             raise UserError(f"override '{item}': '{part}' is not a section")
         node = nxt
+        path = (*path, int(part) if part.isdigit() else part)
     if isinstance(node, list):
         _child(node, parts[-1], item)  # refuses an index past the end
         node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
+        return
+    rule = _kind_rule(path)
+    if rule is not None and rule[0] == parts[-1]:  # a new kind: the old one's parameters go
+        kept = drop_other_kind(path, node, value)
+        if kept is not node:
+            node.clear()
+            node.update(kept)
+    node[parts[-1]] = value
 
 
 def _child(node: Any, part: str, item: str) -> Any:
@@ -377,11 +392,71 @@ def _child(node: Any, part: str, item: str) -> Any:
     return node.get(part)
 
 
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+# The kind-change rule: in these sections one key says which kind of thing the section is, and
+# the other keys (or the listed ones) are that kind's parameters. When `extends` or an override
+# changes the kind, the old kind's parameters are dropped instead of carried over. Paths are
+# key tuples; "*" matches any item of a list.
+KIND_KEYS: tuple[tuple[tuple[str, ...], str, tuple[str, ...] | None], ...] = (
+    (("data", "imbalance"), "kind", None),  # None: every other key belongs to the kind
+    (("model",), "backbone", ("params",)),
+    (("remedy", "*"), "name", None),
+    (("train", "optimizer"), "name", None),
+    (("train", "schedule"), "name", None),
+    (("train", "batch_transforms", "*"), "name", None),
+    (("pretrain",), "task", ("params",)),
+    (("pretrain", "optimizer"), "name", None),
+    (("stages", "*"), "task", ("params",)),
+    (("stages", "*", "optimizer"), "name", None),
+    (("stages", "*", "schedule"), "name", None),
+    (("stages", "*", "remedy", "*"), "name", None),
+    (("stages", "*", "batch_transforms", "*"), "name", None),
+)
+
+
+def _kind_rule(path: tuple) -> tuple[str, tuple[str, ...] | None] | None:
+    for pattern, key, owned in KIND_KEYS:
+        if len(pattern) == len(path) and all(
+                p == "*" and isinstance(q, int) or p == q for p, q in zip(pattern, path, strict=True)):
+            return key, owned
+    return None
+
+
+def drop_other_kind(path: tuple, old: dict[str, Any], new_kind: Any) -> dict[str, Any]:
+    """`old` (the section at `path`) without its kind's parameters when `new_kind` differs from
+    its kind (compared case-blind: SGD is sgd); unchanged otherwise."""
+    rule = _kind_rule(path)
+    if rule is None or rule[0] not in old or not isinstance(new_kind, str):
+        return old
+    key, owned = rule
+    if str(old[key]).lower() == new_kind.lower():
+        return old
+    if owned is None:
+        return {key: old[key]}
+    return {k: v for k, v in old.items() if k not in owned}
+
+
+def kinds_first(overrides: list[str] | tuple[str, ...]) -> list[str]:
+    """The overrides that set a kind (KIND_KEYS) first, each group in its given order, so that
+    `--set data.imbalance.keep=0.05 --set data.imbalance.kind=step` keeps its keep."""
+    def sets_kind(item: str) -> bool:
+        parts = item.partition("=")[0].strip().split(".")
+        path = tuple(int(p) if p.isdigit() else p for p in parts[:-1])
+        rule = _kind_rule(path)
+        return rule is not None and rule[0] == parts[-1]
+
+    return sorted(overrides, key=lambda item: not sets_kind(item))
+
+
+def deep_merge(base: dict[str, Any], top: dict[str, Any], path: tuple = ()) -> dict[str, Any]:
+    """`top` over `base`, mappings merged key by key, anything else replaced; a section whose
+    kind `top` changes (KIND_KEYS) keeps none of the old kind's parameters."""
+    rule = _kind_rule(path)
+    if rule is not None and rule[0] in top:
+        base = drop_other_kind(path, base, top[rule[0]])
     out = dict(base)
     for key, value in top.items():
         if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
+            out[key] = deep_merge(out[key], value, (*path, key))
         else:
             out[key] = value
     return out
@@ -426,7 +501,7 @@ def load_config(source: str | Path | dict[str, Any] | None,
         raw = _expand(copy.deepcopy(source), Path.cwd(), (), "config")
     else:
         raw = read_config_file(source) if source is not None else {}
-    for item in overrides:
+    for item in kinds_first(overrides):
         apply_override(raw, item)
     if imports:
         raw["imports"] = plugins.merge(plugins.check_specs(raw.get("imports")),

@@ -173,4 +173,17 @@ def format_counts(counts: dict) -> str:
                      f"{counts['test'][i]:>6}{mark}")
     lines.append(f"{'total':<{width}}  {sum(counts['train']):>7} {sum(counts['val']):>6} "
                  f"{sum(counts['test']):>6}")
+    short = counts.get("val_from_kept")
+    if short is not None:
+        lines.append(_val_from_removed_line(counts["classes"], short))
     return "\n".join(lines)
+
+
+def _val_from_removed_line(classes: list[str], short: list[int]) -> str:
+    """data.val_from removed: which classes had too few removed images and gave kept ones."""
+    gave = [f"{classes[c]} {n}" for c, n in enumerate(short) if n]
+    if not gave:
+        return "validation: from the images the imbalance removed"
+    listed = ", ".join(gave[:10]) + (", ..." if len(gave) > 10 else "")
+    return (f"validation: from the images the imbalance removed; {len(gave)} class(es) short of "
+            f"them gave {sum(short)} of their kept images: {listed}")
