@@ -51,7 +51,7 @@ class Imbalance(Section):
 
 
 class Augment(Section):
-    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels (0 = off)")
+    crop_padding: int = Field(0, ge=0, description="random crop after padding by this many black pixels (black before normalisation, as the long-tail codebases; 0 = off)")
     hflip: bool = Field(False, description="random horizontal flip")
 
 

@@ -153,14 +153,15 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer.fit(data.train.images, device)
     trainer = Trainer(
-        model, normalizer=Normalizer.fit(data.train.images, device), device=device, generator=gen,
+        model, normalizer=normalizer, device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
         channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"])
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,
-                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"]),
+                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"], fill=normalizer.black),
                  train_images=images, train_targets=targets)
 
 
