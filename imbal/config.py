@@ -147,6 +147,9 @@ class Eval(Section):
     minority_classes: list[int] | None = Field(None, description="default: from the imbalance")
     many_shot: int = Field(100, ge=1, description="classes with more training images are 'many'")
     few_shot: int = Field(20, ge=1, description="classes with fewer training images are 'few'")
+    test_every: int | None = Field(
+        None, ge=1, description="test every N supervised epochs for the logs; null: only best.pt and "
+        "the last epoch (results.json), metrics.jsonl's test is null in the other epochs")
 
 
 class Logging(Section):

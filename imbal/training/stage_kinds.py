@@ -93,7 +93,8 @@ class Supervised:
     def row(self, setup, spec: StageSpec, stats: dict, epoch: int) -> tuple[dict, str]:
         data = setup.data
         val = evaluate_split(setup, data.val)[0] if data.val.targets.numel() else None
-        test = evaluate_split(setup, data.test)[0]
+        every = setup.cfg["eval"].get("test_every")
+        test = evaluate_split(setup, data.test)[0] if every and (epoch + 1) % every == 0 else None
         row = {"stage": spec.name, "epoch": epoch + 1, "train": stats, "val": val, "test": test}
         return row, (f"loss {stats['loss']:.4f}  {stats['images_per_s']:.0f} img/s  "
                      f"val {short(val)}  test {short(test)}")
