@@ -73,6 +73,7 @@ class Data(Section):
 class Model(Section):
     backbone: str = Field("lenet", description="a name from the backbone registry")
     params: dict[str, Any] = Field(default_factory=dict, description="backbone options, e.g. {activation: relu}")
+    init: str = Field("default", description="default (each backbone's own) | xavier_uniform | xavier_normal | kaiming_normal (biases zero), or a plugin's: applied once the model is built; model.init_from's weights then replace the backbone's")
     init_from: str | None = Field(None, description="run directory or checkpoint to start the backbone from")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
 

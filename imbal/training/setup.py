@@ -14,6 +14,7 @@ from imbal.data.sources import SOURCES, Split
 from imbal.errors import UserError
 from imbal.metrics import Groups
 from imbal.models import MODELS, build_model
+from imbal.models.init import apply_init, check_init
 from imbal.remedies import build_plan
 from imbal.remedies.batch import build_batch_transforms
 from imbal.remedies.plan import Plan, check_composition, parse_remedies
@@ -49,6 +50,7 @@ def check_names(cfg: dict) -> None:
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
     MODELS.get(cfg["model"]["backbone"])
+    check_init(cfg["model"]["init"])
     resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")  # names, keys and values
     check_schedule(cfg["train"]["schedule"], cfg["train"]["epochs"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
@@ -149,7 +151,9 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     chosen = plans[selection_index(stages)]
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
-                        **cfg["model"]["params"]).to(device)
+                        **cfg["model"]["params"])
+    apply_init(model, cfg["model"]["init"])  # before init_from (fit) loads a backbone over it
+    model = model.to(device)
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
