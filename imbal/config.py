@@ -45,9 +45,12 @@ class Imbalance(Section):
     order: list[int] | None = Field(None, description="longtail: class order, head first")
     n_max: int | None = Field(None, description="longtail: head class size (default: smallest class)")
     counts: list[int] | None = Field(None, description="explicit: per-class counts")
+    apply: Literal["once", "per_batch"] = Field(
+        "once", description="once: to the data set; per_batch: S3's masking inside the loop, on "
+        "purpose (step keep 1/k: a batch keeps the step's classes when batch_id % k == 0; warned)")
 
     def params(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"kind"}, exclude_none=True)
+        return self.model_dump(exclude={"kind", "apply"}, exclude_none=True)
 
 
 class Augment(Section):
@@ -400,8 +403,8 @@ def _child(node: Any, part: str, item: str) -> Any:
 # the other keys (or the listed ones) are that kind's parameters. When `extends` or an override
 # changes the kind, the old kind's parameters are dropped instead of carried over. Paths are
 # key tuples; "*" matches any item of a list.
-KIND_KEYS: tuple[tuple[tuple[str, ...], str, tuple[str, ...] | None], ...] = (
-    (("data", "imbalance"), "kind", None),  # None: every other key belongs to the kind
+KIND_KEYS: tuple[tuple[tuple[str, ...], str, tuple[str, ...] | None], ...] = (  # None: all but the kind
+    (("data", "imbalance"), "kind", tuple(k for k in Imbalance.model_fields if k not in ("kind", "apply"))),
     (("model",), "backbone", ("params",)),
     (("remedy", "*"), "name", None),
     (("train", "optimizer"), "name", None),

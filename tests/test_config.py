@@ -157,20 +157,25 @@ stages: [{name: a, optimizer: {name: sgd, momentum: 0.5}}]
                   "model: {backbone: resnet32}\ntrain: {optimizer: {name: adam, lr: 0.001}}\n")
     cfg = load_config(child)
     imb = {k: v for k, v in cfg["data"]["imbalance"].items() if v is not None}
-    assert imb == {"kind": "longtail", "ratio": 10}
+    assert imb == {"kind": "longtail", "ratio": 10, "apply": "once"}
     assert cfg["model"]["params"] == {} and cfg["train"]["optimizer"] == {"name": "adam", "lr": 0.001}
     assert cfg["train"]["schedule"]["milestones"] == [3]  # not changed: merged as ever
     cfg = load_config(base, ["data.imbalance.kind=none", "train.schedule.name=cosine",
                              "remedy.0.name=balanced_softmax", "stages.0.optimizer.name=adam",
                              "train.optimizer.name=SGD"])
-    assert {k for k, v in cfg["data"]["imbalance"].items() if v is not None} == {"kind"}
+    assert {k for k, v in cfg["data"]["imbalance"].items() if v is not None} == {"kind", "apply"}
     assert cfg["train"]["schedule"]["milestones"] == [] and cfg["remedy"] == [{"name": "balanced_softmax"}]
     assert cfg["train"]["optimizer"] == {"name": "SGD", "lr": 0.1, "momentum": 0.9}  # same kind
     assert cfg["stages"][0]["optimizer"] == {"name": "adam", "lr": 0.01}
     # the kind is set first whatever the order given, so the new kind's keys stay
     cfg = load_config(base, ["data.imbalance.ratio=5", "data.imbalance.kind=longtail"])
     assert {k: v for k, v in cfg["data"]["imbalance"].items() if v is not None} == {
-        "kind": "longtail", "ratio": 5}
+        "kind": "longtail", "ratio": 5, "apply": "once"}
+    # how an imbalance is applied is not a parameter of its kind: it stays
+    cfg = load_config(base, ["data.imbalance.apply=per_batch", "data.imbalance.kind=explicit",
+                             "data.imbalance.counts=[3]"])
+    assert {k: v for k, v in cfg["data"]["imbalance"].items() if v is not None} == {
+        "kind": "explicit", "counts": [3], "apply": "per_batch"}
 
 
 def test_val_from_removed_needs_val_per_class(tmp_path):

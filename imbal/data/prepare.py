@@ -34,6 +34,7 @@ class Prepared:
     removed_idx: torch.Tensor  # which of them it removed (less any taken for validation)
     minority: list[int]
     val_from_kept: list[int] | None = None  # val_from removed: per class, taken from the kept
+    per_batch: bool = False  # imbalance.apply per_batch: not applied here, the loop masks batches
 
     @property
     def removed(self) -> Split:
@@ -63,6 +64,8 @@ class Prepared:
                "minority_classes": self.minority}
         if self.val_from_kept is not None:  # validation from the removed images
             out["val_from_kept"] = self.val_from_kept
+        if self.per_batch:
+            out["imbalance_applied"] = "per_batch"
         return out
 
 
@@ -93,8 +96,11 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     train, test = take(name, ds.train, train_idx, size), take(name, ds.test, test_idx, size)
     same_shape(name, train, test)
     imb = data["imbalance"]
-    params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
+    params = {k: v for k, v in imb.items() if k not in ("kind", "apply") and v is not None}
     counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes, **params)
+    per_batch = imb.get("apply", "once") == "per_batch"
+    if per_batch:  # S3's way: the data set stays whole, the training loop masks batches
+        counts = _bincount(train.targets, c)
     kept = subsample(train.targets, counts, gen)
     mask = torch.ones(train.targets.numel(), dtype=torch.bool)
     mask[kept] = False
@@ -113,4 +119,4 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr),
                     val=_take(train, val), test=test, pool=train,
                     removed_idx=mask.nonzero().flatten(), minority=minority,
-                    val_from_kept=from_kept)
+                    val_from_kept=from_kept, per_batch=per_batch)

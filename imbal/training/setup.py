@@ -9,6 +9,7 @@ import torch
 
 from imbal.data.batches import BatchAugment, Normalizer
 from imbal.data.imbalance import IMBALANCES
+from imbal.data.per_batch import PerBatchMask, per_batch_mask, per_batch_period
 from imbal.data.prepare import Prepared, prepare_data
 from imbal.data.sources import SOURCES, Split
 from imbal.errors import UserError
@@ -49,6 +50,8 @@ def check_names(cfg: dict) -> None:
     """Refuse unknown component names and impossible stage lists before any data is read."""
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
+    if cfg["data"]["imbalance"]["apply"] == "per_batch":
+        per_batch_period(cfg["data"]["imbalance"])
     MODELS.get(cfg["model"]["backbone"])
     check_init(cfg["model"]["init"])
     resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")  # names, keys and values
@@ -92,6 +95,7 @@ class Setup:
     augment: BatchAugment  # the data config's augmentation (supervised stages)
     train_images: torch.Tensor  # the training split on the device (pretext stages)
     train_targets: torch.Tensor
+    batch_filter: PerBatchMask | None = None  # data.imbalance.apply per_batch (supervised stages)
 
     @property
     def selection(self) -> StageSpec:
@@ -166,7 +170,8 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,
                  plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"], fill=normalizer.black),
-                 train_images=images, train_targets=targets)
+                 train_images=images, train_targets=targets,
+                 batch_filter=per_batch_mask(cfg["data"]["imbalance"], data.num_classes, device))
 
 
 def format_counts(counts: dict) -> str:
@@ -178,6 +183,9 @@ def format_counts(counts: dict) -> str:
                      f"{counts['test'][i]:>6}{mark}")
     lines.append(f"{'total':<{width}}  {sum(counts['train']):>7} {sum(counts['val']):>6} "
                  f"{sum(counts['test']):>6}")
+    if counts.get("imbalance_applied") == "per_batch":
+        lines.append("imbalance: not applied to the data set; the training loop masks batches "
+                     "(data.imbalance.apply: per_batch)")
     short = counts.get("val_from_kept")
     if short is not None:
         lines.append(_val_from_removed_line(counts["classes"], short))

@@ -85,7 +85,7 @@ class Supervised:
             batch_size=spec.batch_size, generator=tr.generator, augment=setup.augment,
             transform=setup.transforms.get(spec.index), epoch_hooks=plan.epoch_hooks,
             head_only=spec.trains == "head", freeze_backbone_epochs=spec.freeze_backbone_epochs,
-            new_optimizer=new)
+            new_optimizer=new, batch_filter=setup.batch_filter)
         how = ["head only (backbone and BatchNorm frozen)" if spec.trains == "head" else "all"]
         how += ["head re-initialised"] if spec.reinit_head else []
         how += ["optimizer and schedule continued"] if spec.optimizer is None else []
