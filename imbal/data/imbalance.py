@@ -163,6 +163,11 @@ def _explicit(available: list[int], counts: Sequence[int]) -> list[int]:
     return list(counts)
 
 
+def imbalance_params(section: dict) -> dict[str, Any]:
+    """The kind's parameters of a data.imbalance section: the keys set, less kind and apply."""
+    return {k: v for k, v in section.items() if k not in ("kind", "apply") and v is not None}
+
+
 def _class_label(c: int, class_names: Sequence[str] | None) -> str:
     return f"class {c} ('{class_names[c]}')" if class_names else f"class {c}"
 

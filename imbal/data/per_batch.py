@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import torch
 
-from imbal.data.imbalance import step_classes
+from imbal.data.imbalance import imbalance_params, step_classes
 from imbal.errors import UserError
 
 WARNING = ("data.imbalance.apply: per_batch masks classes {classes} out of every batch but one in "
@@ -61,6 +61,5 @@ def per_batch_mask(imb: dict, num_classes: int, device: torch.device) -> PerBatc
     """The mask of a data.imbalance section with apply: per_batch, else None."""
     if imb.get("apply", "once") != "per_batch":
         return None
-    params = {k: v for k, v in imb.items() if k not in ("kind", "apply") and v is not None}
-    return PerBatchMask(step_classes(num_classes, params), per_batch_period(imb), num_classes,
+    return PerBatchMask(step_classes(num_classes, imbalance_params(imb)), per_batch_period(imb), num_classes,
                         device)

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import torch
 
 from imbal.data.imbalance import (
+    imbalance_params,
     minority_classes,
     split_from_removed,
     stratified_split,
@@ -96,7 +97,7 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     train, test = take(name, ds.train, train_idx, size), take(name, ds.test, test_idx, size)
     same_shape(name, train, test)
     imb = data["imbalance"]
-    params = {k: v for k, v in imb.items() if k not in ("kind", "apply") and v is not None}
+    params = imbalance_params(imb)
     counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes, **params)
     per_batch = imb.get("apply", "once") == "per_batch"
     if per_batch:  # S3's way: the data set stays whole, the training loop masks batches
