@@ -13,6 +13,7 @@ from __future__ import annotations
 import subprocess
 from pathlib import Path
 
+import pluginkit
 import pytest
 import synth
 import yaml
@@ -63,8 +64,11 @@ def data_root(tmp_path_factory):
     return tmp_path_factory.mktemp("data"), tmp_path_factory.mktemp("cache"), set()
 
 
+fresh = pluginkit.fresh  # the fixture: the plugins a config imports are forgotten afterwards
+
+
 @pytest.fixture
-def counts_of(data_root, monkeypatch):
+def counts_of(data_root, monkeypatch, fresh):
     """counts_of(config, overrides, imports) -> the counts dict `imbal data` prints."""
     root, cache, written = data_root
     monkeypatch.setenv("IMBAL_DATA", str(root))

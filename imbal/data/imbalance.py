@@ -10,7 +10,7 @@ The contract for a plugin imbalance, ``@IMBALANCES.register("kind")``::
     fn(available: list[int], **params) -> list[int]     # per-class counts kept, each >= 1
 
 ``available`` is each class's training images after ``data.subset``; ``params`` are the keys
-of ``data.imbalance`` other than ``kind`` that are set (today's keys: classes, keep, ratio,
+of ``data.imbalance`` other than ``kind`` and ``apply`` that are set (today's keys: classes, keep, ratio,
 order, n_max, counts), matched to the function's keyword parameters (unknown or missing ones
 are refused with the valid list). Which images are kept is drawn by imbal from the data seed.
 """
