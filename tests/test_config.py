@@ -183,3 +183,10 @@ def test_val_from_removed_needs_val_per_class(tmp_path):
         with pytest.raises(UserError, match=r"^data.val_from: removed takes its validation images "
                                             r"per class from data.val_per_class: give both or neither$"):
             load_config(None, sets)
+
+
+def test_the_kind_rule_knows_every_imbalance_parameter():
+    from imbal.config import Imbalance
+    from imbal.overrides import IMBALANCE_PARAMS
+
+    assert set(IMBALANCE_PARAMS) == set(Imbalance.model_fields) - {"kind", "apply"}
