@@ -28,6 +28,7 @@ __version__ = "0.1.0"
 REGISTRIES: dict[str, tuple[str, str]] = {
     "MODELS": ("imbal.models", "MODELS"),
     "HEADS": ("imbal.models.base", "HEADS"),
+    "INITS": ("imbal.models.init", "INITS"),
     "REMEDIES": ("imbal.remedies", "REMEDIES"),
     "SOURCES": ("imbal.data.sources", "SOURCES"),
     "IMBALANCES": ("imbal.data.imbalance", "IMBALANCES"),

@@ -24,6 +24,7 @@ from pydantic import (
 
 from imbal import plugins
 from imbal.errors import UserError
+from imbal.overrides import apply_override, deep_merge, kinds_first
 from imbal.registry import did_you_mean
 
 
@@ -41,19 +42,22 @@ class Imbalance(Section):
     kind: str = Field("none", description="none | step | longtail | explicit | random")
     classes: list[int] | None = Field(None, description="step: classes reduced (default 0-4)")
     keep: float | None = Field(None, description="step: fraction of those classes kept (default 0.1)")
-    ratio: float | None = Field(None, description="longtail: n_max / n_min")
+    ratio: float | None = Field(None, description="longtail, step: n_max / n_min (step: the last half of the classes reduced; not with classes/keep)")
     order: list[int] | None = Field(None, description="longtail: class order, head first")
     n_max: int | None = Field(None, description="longtail: head class size (default: smallest class)")
     counts: list[int] | None = Field(None, description="explicit: per-class counts")
     low: int | None = Field(None, description="random: fewest images a class keeps (count uniform on low..high, data seed)")
     high: int | None = Field(None, description="random: most images a class keeps (at most the smallest class)")
+    apply: Literal["once", "per_batch"] = Field(
+        "once", description="once: to the data set; per_batch: S3's masking inside the loop, on "
+        "purpose (step keep 1/k: a batch keeps the step's classes when batch_id % k == 0; warned)")
 
     def params(self) -> dict[str, Any]:
-        return self.model_dump(exclude={"kind"}, exclude_none=True)
+        return self.model_dump(exclude={"kind", "apply"}, exclude_none=True)
 
 
 class Augment(Section):
-    crop_padding: int = Field(0, ge=0, description="random crop after zero padding by this many pixels (0 = off)")
+    crop_padding: int = Field(0, ge=0, description="random crop after padding by this many black pixels (black before normalisation, as the long-tail codebases; 0 = off)")
     hflip: bool = Field(False, description="random horizontal flip")
 
 
@@ -62,7 +66,11 @@ class Data(Section):
     root: str | None = Field(None, description="data directory (default $IMBAL_DATA, else ./data)")
     download: bool = Field(False, description="let torchvision download missing files")
     image_size: int | None = Field(None, ge=4, description="resize images to this square size (null: the source's own size)")
-    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified")
+    val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified (val_from: kept)")
+    val_from: Literal["kept", "removed"] = Field(
+        "kept", description="kept: val_fraction of the imbalanced set; removed: val_per_class "
+        "images per class from those the imbalance removed (a class short of them gives its kept ones)")
+    val_per_class: int | None = Field(None, ge=1, description="val_from: removed: validation images per class")
     subset: Subset = Field(default_factory=Subset)
     imbalance: Imbalance = Field(default_factory=Imbalance)
     augment: Augment = Field(default_factory=Augment)
@@ -71,6 +79,7 @@ class Data(Section):
 class Model(Section):
     backbone: str = Field("lenet", description="a name from the backbone registry")
     params: dict[str, Any] = Field(default_factory=dict, description="backbone options, e.g. {activation: relu}")
+    init: str = Field("default", description="default (each backbone's own) | xavier_uniform | xavier_normal | kaiming_normal (biases zero), or a plugin's: applied once the model is built; model.init_from's weights then replace the backbone's")
     init_from: str | None = Field(None, description="run directory or checkpoint to start the backbone from")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
 
@@ -145,6 +154,9 @@ class Eval(Section):
     minority_classes: list[int] | None = Field(None, description="default: from the imbalance")
     many_shot: int = Field(100, ge=1, description="classes with more training images are 'many'")
     few_shot: int = Field(20, ge=1, description="classes with fewer training images are 'few'")
+    test_every: int | None = Field(
+        None, ge=1, description="test every N supervised epochs for the logs; null: only best.pt and "
+        "the last epoch (results.json), metrics.jsonl's test is null in the other epochs")
 
 
 class Logging(Section):
@@ -277,6 +289,9 @@ def validate(raw: dict[str, Any]) -> Config:
         cfg = Config.model_validate(raw)
     except ValidationError as err:
         raise UserError(format_validation_error(err, Config)) from None
+    if (cfg.data.val_from == "removed") != (cfg.data.val_per_class is not None):
+        raise UserError("data.val_from: removed takes its validation images per class from "
+                        "data.val_per_class: give both or neither")
     if cfg.stages is not None:
         fill_stages(cfg)
     return cfg
@@ -345,50 +360,6 @@ def read_yaml(path: str | Path) -> Any:
         raise UserError(f"YAML syntax error in {p}{where}: {problem}") from None
 
 
-def apply_override(raw: dict[str, Any], item: str) -> None:
-    """Apply one `a.b.c=value` override in place; the value is parsed as YAML."""
-    if "=" not in item:
-        raise UserError(f"override '{item}' must look like key.path=value")
-    key, _, text = item.partition("=")
-    try:
-        value = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        raise UserError(f"override '{item}': value is not valid YAML") from None
-    parts = key.strip().split(".")
-    node: Any = raw
-    for part, nxt_part in zip(parts[:-1], parts[1:], strict=True):
-        nxt = _child(node, part, item)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict) and not (isinstance(nxt, list) and nxt_part.isdigit()):
-            raise UserError(f"override '{item}': '{part}' is not a section")
-        node = nxt
-    if isinstance(node, list):
-        _child(node, parts[-1], item)  # refuses an index past the end
-        node[int(parts[-1])] = value
-    else:
-        node[parts[-1]] = value
-
-
-def _child(node: Any, part: str, item: str) -> Any:
-    """node[part]; in a list (stages.1.epochs) the part is an index."""
-    if isinstance(node, list):
-        if not part.isdigit() or int(part) >= len(node):
-            raise UserError(f"override '{item}': no item {part} in a list of {len(node)}")
-        return node[int(part)]
-    return node.get(part)
-
-
-def deep_merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in top.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def read_config_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:
     """A config file; `extends: other.yaml` (relative to the file) deep-merges it onto another.
 
@@ -428,7 +399,7 @@ def load_config(source: str | Path | dict[str, Any] | None,
         raw = _expand(copy.deepcopy(source), Path.cwd(), (), "config")
     else:
         raw = read_config_file(source) if source is not None else {}
-    for item in overrides:
+    for item in kinds_first(overrides):
         apply_override(raw, item)
     if imports:
         raw["imports"] = plugins.merge(plugins.check_specs(raw.get("imports")),

@@ -4,6 +4,9 @@
 # Every study script takes:
 #   --quick            a CPU-sized version: few epochs, a per-class subset of train and test,
 #                      2 training seeds, written to runs/<study>_quick
+#   --emit DIR         run nothing: write the generated sweep file(s) to DIR/<sweep>.yaml and
+#                      their --set overrides, one KEY=VALUE a line, to DIR/<sweep>.set (the
+#                      bundled-config test resolves every cell of every study this way)
 #   anything else      passed to `imbal sweep` (--workers 2, --dry-run, --out DIR, --overwrite,
 #                      --set key=value, --executor slurm --partition gpu --time 600 ...)
 # Environment: SEEDS_TRAIN / SEEDS_DATA (comma lists, default "0, 1, 2" / "0"), IMBAL_DATA
@@ -17,6 +20,7 @@ QUICK=0
 ARGS=()
 QUICK_SET=()
 NO_REPORT=0
+EMIT=""
 
 imbal_cmd() {
     if [[ -n "${IMBAL:-}" ]]; then
@@ -38,6 +42,7 @@ study_parse() {
             --quick) QUICK=1 ;;
             --out) OUT="$2"; shift ;;
             --out=*) OUT="${1#--out=}" ;;
+            --emit) EMIT="$2"; shift ;;
             --dry-run | --no-wait) NO_REPORT=1; ARGS+=("$1") ;;
             *) ARGS+=("$1") ;;
         esac
@@ -67,6 +72,10 @@ study_quick() {
 # study_run BASELINE: run the sweep in $SWEEP_FILE, then write OUT/report.md and OUT/plots/.
 study_run() {
     local baseline="$1" status=0
+    if [[ -n "$EMIT" ]]; then
+        study_emit
+        return 0
+    fi
     imbal_cmd sweep "$SWEEP_FILE" --out "$OUT" "${QUICK_SET[@]}" "${ARGS[@]}" || status=$?
     if ((NO_REPORT)) || [[ ! -f "$OUT/sweep.json" ]]; then
         return "$status"  # a dry run, a submission without waiting, or a refused sweep file
@@ -79,4 +88,20 @@ study_run() {
         echo "some runs failed (listed above; errors in $OUT/<run>/error.txt)" >&2
     fi
     return "$status"
+}
+
+# study_emit: the sweep file and its --set items (quick mode's and the command line's) into $EMIT.
+study_emit() {
+    local base i
+    base="$EMIT/$(basename "$SWEEP_FILE" .yaml)"
+    mkdir -p "$EMIT"
+    cp "$SWEEP_FILE" "$base.yaml"
+    : >"$base.set"
+    local all=("${QUICK_SET[@]}" "${ARGS[@]}")
+    for ((i = 0; i < ${#all[@]}; i++)); do
+        case "${all[i]}" in
+            --set) printf '%s\n' "${all[i + 1]}" >>"$base.set"; i=$((i + 1)) ;;
+            --set=*) printf '%s\n' "${all[i]#--set=}" >>"$base.set" ;;
+        esac
+    done
 }

@@ -139,3 +139,54 @@ def test_bundled_sweeps_expand_to_valid_configs():
             sets = [f"{k}={yaml.safe_dump(v, default_flow_style=True).strip()}"
                     for k, v in {**sweep.common, **run.overrides}.items()]
             check_names(load_config(sweep.base, sets))
+
+
+def test_a_new_kind_drops_the_old_kinds_parameters_in_extends_and_set(tmp_path):
+    """The kind-change rule (KIND_KEYS): in `extends` and `--set`, a section whose kind changes
+    keeps none of the old kind's parameters; the same kind keeps them."""
+    base = write(tmp_path, """
+model: {backbone: lenet, params: {activation: relu}}
+data: {imbalance: {kind: step, classes: [0, 1], keep: 0.2}}
+train:
+  optimizer: {name: sgd, lr: 0.1, momentum: 0.9}
+  schedule: {name: multistep, milestones: [3], gamma: 0.5}
+remedy: [{name: focal, gamma: 2}]
+stages: [{name: a, optimizer: {name: sgd, momentum: 0.5}}]
+""", "base.yaml")
+    child = write(tmp_path, "extends: base.yaml\ndata: {imbalance: {kind: longtail, ratio: 10}}\n"
+                  "model: {backbone: resnet32}\ntrain: {optimizer: {name: adam, lr: 0.001}}\n")
+    cfg = load_config(child)
+    imb = {k: v for k, v in cfg["data"]["imbalance"].items() if v is not None}
+    assert imb == {"kind": "longtail", "ratio": 10, "apply": "once"}
+    assert cfg["model"]["params"] == {} and cfg["train"]["optimizer"] == {"name": "adam", "lr": 0.001}
+    assert cfg["train"]["schedule"]["milestones"] == [3]  # not changed: merged as ever
+    cfg = load_config(base, ["data.imbalance.kind=none", "train.schedule.name=cosine",
+                             "remedy.0.name=balanced_softmax", "stages.0.optimizer.name=adam",
+                             "train.optimizer.name=SGD"])
+    assert {k for k, v in cfg["data"]["imbalance"].items() if v is not None} == {"kind", "apply"}
+    assert cfg["train"]["schedule"]["milestones"] == [] and cfg["remedy"] == [{"name": "balanced_softmax"}]
+    assert cfg["train"]["optimizer"] == {"name": "SGD", "lr": 0.1, "momentum": 0.9}  # same kind
+    assert cfg["stages"][0]["optimizer"] == {"name": "adam", "lr": 0.01}
+    # the kind is set first whatever the order given, so the new kind's keys stay
+    cfg = load_config(base, ["data.imbalance.ratio=5", "data.imbalance.kind=longtail"])
+    assert {k: v for k, v in cfg["data"]["imbalance"].items() if v is not None} == {
+        "kind": "longtail", "ratio": 5, "apply": "once"}
+    # how an imbalance is applied is not a parameter of its kind: it stays
+    cfg = load_config(base, ["data.imbalance.apply=per_batch", "data.imbalance.kind=explicit",
+                             "data.imbalance.counts=[3]"])
+    assert {k: v for k, v in cfg["data"]["imbalance"].items() if v is not None} == {
+        "kind": "explicit", "counts": [3], "apply": "per_batch"}
+
+
+def test_val_from_removed_needs_val_per_class(tmp_path):
+    for sets in (["data.val_from=removed"], ["data.val_per_class=20"]):
+        with pytest.raises(UserError, match=r"^data.val_from: removed takes its validation images "
+                                            r"per class from data.val_per_class: give both or neither$"):
+            load_config(None, sets)
+
+
+def test_the_kind_rule_knows_every_imbalance_parameter():
+    from imbal.config import Imbalance
+    from imbal.overrides import IMBALANCE_PARAMS
+
+    assert set(IMBALANCE_PARAMS) == set(Imbalance.model_fields) - {"kind", "apply"}

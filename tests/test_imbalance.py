@@ -43,6 +43,18 @@ def test_none_and_step_on_mnist():
     assert target_counts("step", MNIST, keep=1) == MNIST
 
 
+def test_step_ratio_the_published_form():
+    """ratio = n_max / n_min: the last half of the classes keep 1/ratio (step-imbalanced
+    CIFAR-10 at ratio 10: 5 x 5000 + 5 x 500 = 27,500 images)."""
+    counts = target_counts("step", CIFAR, ratio=10)
+    assert counts == [5000] * 5 + [500] * 5 and sum(counts) == 27500
+    assert target_counts("step", CIFAR, ratio=100) == [5000] * 5 + [50] * 5
+    assert target_counts("step", [90, 90, 90, 90, 90], ratio=3) == [90, 90, 90, 30, 30]
+    assert target_counts("step", MNIST, ratio=10)[5:] == [m // 10 for m in MNIST[5:]]
+    assert minority_classes("step", {"ratio": 10}, counts) == [5, 6, 7, 8, 9]
+    assert minority_classes("step", {"ratio": 3}, [90] * 5) == [3, 4]
+
+
 def test_longtail_exact():
     assert target_counts("longtail", CIFAR, ratio=100) == [
         5000, 2997, 1796, 1077, 645, 387, 232, 139, 83, 50]
@@ -80,7 +92,11 @@ def test_explicit():
         ("step", {"classes": [3, 10]}, "class id 10 in classes is out of range; valid ids are "
                                        r"0..9 \(10 classes\)"),
         ("step", {"classes": [1, 1]}, "classes lists a class twice"),
-        ("step", {"fraction": 0.1}, "step: unknown parameter.*fraction; valid: classes, keep"),
+        ("step", {"fraction": 0.1}, "step: unknown parameter.*fraction; valid: classes, keep, ratio"),
+        ("step", {"ratio": 10, "keep": 0.1}, r"^imbalance step: give ratio \(the last half of the "
+                                             r"classes keep 1/ratio\) or classes and keep, not both$"),
+        ("step", {"ratio": 10, "classes": [0]}, "step: give ratio .* or classes and keep, not both"),
+        ("step", {"ratio": 0.5}, r"^imbalance step: ratio must be a number >= 1, got 0.5$"),
         ("longtail", {"ratio": 0.5}, "longtail: ratio must be a number >= 1, got 0.5"),
         ("longtail", {}, "longtail: missing required parameter.*ratio"),
         ("longtail", {"ratio": 10, "order": [0, 1, 2, 3, 4, 5, 6, 7, 8, 8]},

@@ -15,7 +15,7 @@ import yaml
 from synth import write_image_folder, write_mnist_idx
 
 from imbal.config import load_config
-from imbal.data.imbalance import target_counts
+from imbal.data.imbalance import imbalance_params, target_counts
 from imbal.data.prepare import prepare_data
 from imbal.data.sources import (
     SOURCES,
@@ -73,8 +73,7 @@ def test_cifar100_configs(name, total, tail):
     assert cfg["data"]["source"] == "cifar100" and cfg["model"] == lt10["model"]
     assert cfg["train"] == lt10["train"] and cfg["data"]["augment"] == lt10["data"]["augment"]
     imb = cfg["data"]["imbalance"]
-    params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
-    counts = target_counts(imb["kind"], [500] * 100, **params)
+    counts = target_counts(imb["kind"], [500] * 100, **imbalance_params(imb))
     assert sum(counts) == total and counts[0] == 500 and counts[-1] == tail
 
 

@@ -12,8 +12,8 @@ Every loop's optimizer is the torch.optim one (c) trains with, built from the sa
 section by imbal.training.optim.build_optimizer (foreach on the CPU, fused on CUDA), so the
 loops differ in what feeds the step, never in the update.
   (c)  imbal as a user runs it: build_setup + the fit loop's epoch. "c" is Trainer.train_epoch
-       (progress bar, metrics); "c fit" is the whole fit epoch (also evaluates val and test,
-       writes metrics.jsonl, TensorBoard and the checkpoint).
+       (progress bar, metrics); "c fit" is the whole fit epoch (also evaluates val, and test
+       only with eval.test_every, writes metrics.jsonl, TensorBoard and the checkpoint).
 """
 
 from __future__ import annotations

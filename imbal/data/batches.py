@@ -53,11 +53,24 @@ class Normalizer:
         """Pixel values in [0, 1] -> normalised floats."""
         return (p * 255.0 - self.mean) * self.inv_std
 
+    @property
+    def black(self) -> torch.Tensor:
+        """What a black (0) pixel becomes, per channel: the fill of a padded crop."""
+        return (-self.mean * self.inv_std).flatten()
 
-def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator) -> torch.Tensor:
-    """Per-image random crop of a zero-padded batch, as one gather (no Python loop over images)."""
+
+def random_crop(x: torch.Tensor, padding: int, generator: torch.Generator,
+                fill: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image random crop of a padded batch, as one gather (no Python loop over images).
+
+    The border is `fill` per channel (a C-vector; Normalizer.black pads a normalised batch with
+    black, as the long-tail codebases pad before normalising), else 0."""
     n, c, h, w = x.shape
-    padded = F.pad(x, (padding, padding, padding, padding))
+    if fill is None:
+        padded = F.pad(x, (padding, padding, padding, padding))
+    else:
+        padded = fill.to(x.dtype).view(1, c, 1, 1).expand(n, c, h + 2 * padding, w + 2 * padding).clone()
+        padded[:, :, padding:padding + h, padding:padding + w] = x
     dx = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     dy = torch.randint(0, 2 * padding + 1, (n,), device=x.device, generator=generator)
     rows = (dy.view(n, 1) + torch.arange(h, device=x.device)).view(n, 1, h, 1)
@@ -75,9 +88,10 @@ def random_hflip(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
 class BatchAugment:
     """Training-time augmentation applied to a whole normalised batch on its device."""
 
-    def __init__(self, crop_padding: int = 0, hflip: bool = False):
+    def __init__(self, crop_padding: int = 0, hflip: bool = False, fill: torch.Tensor | None = None):
         self.crop_padding = crop_padding
         self.hflip = hflip
+        self.fill = fill  # the crop's border per channel (Normalizer.black); None: 0
 
     @property
     def active(self) -> bool:
@@ -85,7 +99,7 @@ class BatchAugment:
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         if self.crop_padding > 0:
-            x = random_crop(x, self.crop_padding, generator)
+            x = random_crop(x, self.crop_padding, generator, self.fill)
         if self.hflip:
             x = random_hflip(x, generator)
         return x

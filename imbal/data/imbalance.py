@@ -10,8 +10,8 @@ The contract for a plugin imbalance, ``@IMBALANCES.register("kind")``::
     fn(available: list[int], **params) -> list[int]     # per-class counts kept, each >= 1
 
 ``available`` is each class's training images after ``data.subset``; ``params`` are the keys
-of ``data.imbalance`` other than ``kind`` that are set (today's keys: classes, keep, ratio,
-order, n_max, counts, low, high), matched to the function's keyword parameters (unknown or
+of ``data.imbalance`` other than ``kind`` and ``apply`` that are set (today's keys: classes,
+keep, ratio, order, n_max, counts, low, high), matched to the function's keyword parameters (unknown or
 missing ones are refused with the valid list). Which images are kept is drawn by imbal from the
 data seed. A kind whose counts are themselves random (``random``) declares a keyword parameter
 ``generator``: it is handed the data seed's torch.Generator (never a config key), and must draw
@@ -74,12 +74,35 @@ def _none(available: list[int]) -> list[int]:
     return list(available)
 
 
+def step_classes(num_classes: int, params: dict) -> list[int]:
+    """The classes a step imbalance reduces: its `classes`; with `ratio`, the last half
+    (num_classes // 2 of them, as the published step-imbalanced CIFAR); else 0-4."""
+    if params.get("ratio") is not None:
+        return list(range(num_classes - num_classes // 2, num_classes))
+    return list(params.get("classes") or STEP_DEFAULT_CLASSES)
+
+
 @IMBALANCES.register("step")
 def _step(
-    available: list[int], classes: Sequence[int] = STEP_DEFAULT_CLASSES, keep: float = 0.1
+    available: list[int],
+    classes: Sequence[int] | None = None,
+    keep: float | None = None,
+    ratio: float | None = None,
 ) -> list[int]:
-    """Listed classes keep floor(keep * available_c) images; the others keep all. keep in (0, 1]."""
-    ids = _class_ids("step", "classes", classes, len(available))
+    """Listed classes keep floor(keep * available_c) images; the others keep all. keep in (0, 1]
+    (default 0.1), classes default 0-4. Or the published form: ratio = n_max / n_min >= 1, the
+    last half of the classes (C // 2 of them) keep floor(available_c / ratio)."""
+    if ratio is not None:
+        if classes is not None or keep is not None:
+            raise UserError("imbalance step: give ratio (the last half of the classes keep "
+                            "1/ratio) or classes and keep, not both")
+        if not _is_num(ratio) or ratio < 1:
+            raise UserError(f"imbalance step: ratio must be a number >= 1, got {ratio!r}")
+        ids = step_classes(len(available), {"ratio": ratio})
+        return [floor_count(n / ratio) if c in ids else n for c, n in enumerate(available)]
+    ids = _class_ids("step", "classes", STEP_DEFAULT_CLASSES if classes is None else classes,
+                     len(available))
+    keep = 0.1 if keep is None else keep
     if not _is_num(keep) or not 0 < keep <= 1:
         raise UserError(f"imbalance step: keep must be a number in (0, 1], got {keep!r}")
     return [floor_count(keep * n) if c in ids else n for c, n in enumerate(available)]
@@ -163,6 +186,11 @@ def _random(available: list[int], low: int, high: int, *, generator: torch.Gener
     return torch.randint(low, high + 1, (len(available),), generator=generator).tolist()
 
 
+def imbalance_params(section: dict) -> dict[str, Any]:
+    """The kind's parameters of a data.imbalance section: the keys set, less kind and apply."""
+    return {k: v for k, v in section.items() if k not in ("kind", "apply") and v is not None}
+
+
 def _class_label(c: int, class_names: Sequence[str] | None) -> str:
     return f"class {c} ('{class_names[c]}')" if class_names else f"class {c}"
 
@@ -210,7 +238,7 @@ def minority_classes(kind: str, params: dict, counts: Sequence[int]) -> list[int
     if kind == "none":
         return []
     if kind == "step":
-        return sorted(params.get("classes", STEP_DEFAULT_CLASSES))
+        return sorted(step_classes(len(counts), params))
     median = statistics.median(counts)
     return [c for c, n in enumerate(counts) if n < median]
 
@@ -286,6 +314,39 @@ def stratified_split(
         val.append(perm[:n_val])
         train.append(perm[n_val:])
     return _sorted_cat(train, device), _sorted_cat(val, device)
+
+
+def split_from_removed(
+    targets: torch.Tensor,
+    kept: torch.Tensor,
+    removed: torch.Tensor,
+    per_class: int,
+    generator: torch.Generator,
+    *,
+    class_names: Sequence[str] | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, list[int]]:
+    """(train_idx, val_idx, from_kept): ``per_class`` validation images of each class drawn from
+    the images the imbalance removed (indices into ``targets``); a class with fewer removed
+    images takes the shortfall from its kept ones (``from_kept[c]`` of them), the rest of the
+    kept images train. Every class must keep at least one training image."""
+    device = targets.device
+    num_classes = int(targets.max()) + 1 if targets.numel() else 0
+    train, val, from_kept = [], [], []
+    for c in range(num_classes):
+        k_idx, r_idx = kept[targets[kept] == c], removed[targets[removed] == c]
+        take = min(per_class, r_idx.numel())
+        short = per_class - take
+        if short >= k_idx.numel():
+            raise UserError(
+                f"data.val_per_class {per_class}: {_class_label(c, class_names)} has "
+                f"{r_idx.numel()} removed and {k_idx.numel()} kept images, which leaves it no "
+                f"training image")
+        val.append(r_idx[_perm(r_idx.numel(), generator, device)[:take]])
+        perm = k_idx[_perm(k_idx.numel(), generator, device)]
+        val.append(perm[:short])
+        train.append(perm[short:])
+        from_kept.append(short)
+    return _sorted_cat(train, device), _sorted_cat(val, device), from_kept
 
 
 def _proportional_quota(sizes: list[int], total: int) -> list[int]:

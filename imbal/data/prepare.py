@@ -13,7 +13,9 @@ from dataclasses import dataclass
 import torch
 
 from imbal.data.imbalance import (
+    imbalance_params,
     minority_classes,
+    split_from_removed,
     stratified_split,
     subsample,
     subset_indices,
@@ -30,8 +32,10 @@ class Prepared:
     val: Split
     test: Split
     pool: Split  # the training images the imbalance chose from (the source's, after any subset)
-    removed_idx: torch.Tensor  # which of them it removed
+    removed_idx: torch.Tensor  # which of them it removed (less any taken for validation)
     minority: list[int]
+    val_from_kept: list[int] | None = None  # val_from removed: per class, taken from the kept
+    per_batch: bool = False  # imbalance.apply per_batch: not applied here, the loop masks batches
 
     @property
     def removed(self) -> Split:
@@ -55,10 +59,15 @@ class Prepared:
         def per_class(s: Split) -> list[int]:
             return torch.bincount(s.targets, minlength=self.num_classes).tolist()
 
-        return {"classes": self.classes, "train": per_class(self.train), "val": per_class(self.val),
-                "test": per_class(self.test),
-                "removed": _bincount(self.pool.targets[self.removed_idx], self.num_classes),
-                "minority_classes": self.minority}
+        out = {"classes": self.classes, "train": per_class(self.train), "val": per_class(self.val),
+               "test": per_class(self.test),
+               "removed": _bincount(self.pool.targets[self.removed_idx], self.num_classes),
+               "minority_classes": self.minority}
+        if self.val_from_kept is not None:  # validation from the removed images
+            out["val_from_kept"] = self.val_from_kept
+        if self.per_batch:
+            out["imbalance_applied"] = "per_batch"
+        return out
 
 
 def _take(split: Split, idx: torch.Tensor) -> Split:
@@ -88,17 +97,28 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     train, test = take(name, ds.train, train_idx, size), take(name, ds.test, test_idx, size)
     same_shape(name, train, test)
     imb = data["imbalance"]
-    params = {k: v for k, v in imb.items() if k != "kind" and v is not None}
+    params = imbalance_params(imb)
     counts = target_counts(imb["kind"], _bincount(train.targets, c), class_names=ds.classes,
                            generator=gen, **params)  # gen: a kind that draws its counts (random)
+    per_batch = imb.get("apply", "once") == "per_batch"
+    if per_batch:  # S3's way: the data set stays whole, the training loop masks batches
+        counts = _bincount(train.targets, c)
     kept = subsample(train.targets, counts, gen)
     mask = torch.ones(train.targets.numel(), dtype=torch.bool)
     mask[kept] = False
-    tr_idx, val_idx = stratified_split(train.targets[kept], data["val_fraction"], gen,
-                                       class_names=ds.classes)
+    from_kept = None
+    if data.get("val_from", "kept") == "removed":
+        tr, val, from_kept = split_from_removed(train.targets, kept, mask.nonzero().flatten(),
+                                                data["val_per_class"], gen, class_names=ds.classes)
+        mask[val] = False  # validation images are no longer in the removed pool
+    else:
+        tr_idx, val_idx = stratified_split(train.targets[kept], data["val_fraction"], gen,
+                                           class_names=ds.classes)
+        tr, val = kept[tr_idx], kept[val_idx]
     minority = (sorted(minority_override) if minority_override is not None
                 else minority_classes(imb["kind"], params, counts))
     # One copy per split, straight from the pool (indices composed, no intermediate copies).
-    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, kept[tr_idx]),
-                    val=_take(train, kept[val_idx]), test=test, pool=train,
-                    removed_idx=mask.nonzero().flatten(), minority=minority)
+    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr),
+                    val=_take(train, val), test=test, pool=train,
+                    removed_idx=mask.nonzero().flatten(), minority=minority,
+                    val_from_kept=from_kept, per_batch=per_batch)

@@ -10,8 +10,10 @@ resumes mid-stage, pretext stages included.
 Selection: best.pt is chosen on the validation split (eval.select) among the epochs of the LAST
 supervised stage only (earlier stages prepare the model: a cRT run's best.pt is a re-trained
 classifier, never a stage-1 one), or is that stage's last epoch when there is no validation
-split. The test set is evaluated every supervised epoch for the logs only; results.json
-reports the test figures of best.pt and of the last epoch, and names the stage they come from.
+split. results.json reports the test figures of best.pt and of the last epoch, and names the
+stage they come from; the test set is evaluated in other epochs only with eval.test_every N
+(every N supervised epochs, for the logs: nothing is selected on it), else metrics.jsonl's
+"test" is null there.
 """
 
 from __future__ import annotations
@@ -172,8 +174,8 @@ def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dic
     cfg, tr, data = setup.cfg, setup.trainer, setup.data
     chosen = setup.selection
     plan = setup.plans[chosen.index]
-    if last is None:  # resumed after the final epoch had already run: recompute its figures
-        test_last, _ = evaluate_split(setup, data.test)
+    if last is None or last["test"] is None:  # not tested in that epoch (eval.test_every), or
+        test_last, _ = evaluate_split(setup, data.test)  # resumed after it: the model is its own
     else:
         test_last = last["test"]
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")

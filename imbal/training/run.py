@@ -47,6 +47,8 @@ def _train(cfg: dict, *, out_dir: str | None, overwrite: bool, quiet: bool, resu
     counts = setup.data.counts()
     say(f"run {run_dir}  ({setup.data.name}, {cfg['model']['backbone']}, device {setup.device})", quiet)
     say(format_counts(counts), quiet)
+    if setup.batch_filter is not None:  # shown even when quiet: the run is not a sound one
+        say(f"warning: {setup.batch_filter.describe()}")
     if len(setup.stages) == 1:  # several stages: each says its remedies when it starts
         for line in setup.plans[0].describe:
             say(f"remedy: {line}", quiet)

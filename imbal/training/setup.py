@@ -9,11 +9,13 @@ import torch
 
 from imbal.data.batches import BatchAugment, Normalizer
 from imbal.data.imbalance import IMBALANCES
+from imbal.data.per_batch import PerBatchMask, per_batch_mask, per_batch_period
 from imbal.data.prepare import Prepared, prepare_data
 from imbal.data.sources import SOURCES, Split
 from imbal.errors import UserError
 from imbal.metrics import Groups
 from imbal.models import MODELS, build_model
+from imbal.models.init import apply_init, check_init
 from imbal.remedies import build_plan
 from imbal.remedies.batch import build_batch_transforms
 from imbal.remedies.plan import Plan, check_composition, parse_remedies
@@ -48,7 +50,10 @@ def check_names(cfg: dict) -> None:
     """Refuse unknown component names and impossible stage lists before any data is read."""
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
+    if cfg["data"]["imbalance"]["apply"] == "per_batch":
+        per_batch_period(cfg["data"]["imbalance"])
     MODELS.get(cfg["model"]["backbone"])
+    check_init(cfg["model"]["init"])
     resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")  # names, keys and values
     check_schedule(cfg["train"]["schedule"], cfg["train"]["epochs"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
@@ -90,6 +95,7 @@ class Setup:
     augment: BatchAugment  # the data config's augmentation (supervised stages)
     train_images: torch.Tensor  # the training split on the device (pretext stages)
     train_targets: torch.Tensor
+    batch_filter: PerBatchMask | None = None  # data.imbalance.apply per_batch (supervised stages)
 
     @property
     def selection(self) -> StageSpec:
@@ -152,10 +158,13 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     chosen = plans[selection_index(stages)]
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
-                        **cfg["model"]["params"]).to(device)
+                        **cfg["model"]["params"])
+    apply_init(model, cfg["model"]["init"])  # before init_from (fit) loads a backbone over it
+    model = model.to(device)
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
+    normalizer = Normalizer.fit(data.train.images, device)
     trainer = Trainer(
         model, normalizer=normalizer, device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
@@ -163,8 +172,9 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,
-                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"]),
-                 train_images=images, train_targets=targets)
+                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"], fill=normalizer.black),
+                 train_images=images, train_targets=targets,
+                 batch_filter=per_batch_mask(cfg["data"]["imbalance"], data.num_classes, device))
 
 
 def format_counts(counts: dict) -> str:
@@ -176,4 +186,20 @@ def format_counts(counts: dict) -> str:
                      f"{counts['test'][i]:>6}{mark}")
     lines.append(f"{'total':<{width}}  {sum(counts['train']):>7} {sum(counts['val']):>6} "
                  f"{sum(counts['test']):>6}")
+    if counts.get("imbalance_applied") == "per_batch":
+        lines.append("imbalance: not applied to the data set; the training loop masks batches "
+                     "(data.imbalance.apply: per_batch)")
+    short = counts.get("val_from_kept")
+    if short is not None:
+        lines.append(_val_from_removed_line(counts["classes"], short))
     return "\n".join(lines)
+
+
+def _val_from_removed_line(classes: list[str], short: list[int]) -> str:
+    """data.val_from removed: which classes had too few removed images and gave kept ones."""
+    gave = [f"{classes[c]} {n}" for c, n in enumerate(short) if n]
+    if not gave:
+        return "validation: from the images the imbalance removed"
+    listed = ", ".join(gave[:10]) + (", ..." if len(gave) > 10 else "")
+    return (f"validation: from the images the imbalance removed; {len(gave)} class(es) short of "
+            f"them gave {sum(short)} of their kept images: {listed}")

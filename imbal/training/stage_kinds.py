@@ -21,6 +21,7 @@ import torch
 from imbal.data.batches import BatchAugment
 from imbal.data.sources import Split
 from imbal.metrics import summarize
+from imbal.models.init import apply_init
 from imbal.training.objective import SupervisedObjective
 from imbal.training.optim import build_optimizer, build_scheduler
 from imbal.training.runs import rng_states, set_rng_states
@@ -47,12 +48,14 @@ def _optimizer(setup, spec: StageSpec, params, fresh: bool):
     return opt, build_scheduler(opt, head.schedule, head.schedule_epochs), True
 
 
-def reinit_head(head: torch.nn.Module, seed: int, device: torch.device) -> None:
+def reinit_head(head: torch.nn.Module, seed: int, device: torch.device, init: str = "default") -> None:
+    """The head drawn afresh, the way model.init drew it when the model was built."""
     with torch.random.fork_rng(devices=cuda_devices(device)):
         torch.manual_seed(seed)
         for m in head.modules():
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
+        apply_init(head, init)
 
 
 def evaluate_split(setup, split) -> tuple[dict, object]:
@@ -73,7 +76,7 @@ class Supervised:
         tr, plan = setup.trainer, setup.plans[spec.index]
         if fresh and spec.reinit_head:
             reinit_head(tr.model.head, setup.cfg["seeds"]["train"] + HEAD_SEED_OFFSET + spec.index,
-                        setup.device)
+                        setup.device, setup.cfg["model"]["init"])
         opt, sched, new = _optimizer(setup, spec, tr.model.parameters(), fresh)
         tr.eval_offset = plan.eval_logit_offset
         parts = StageParts(
@@ -82,7 +85,7 @@ class Supervised:
             batch_size=spec.batch_size, generator=tr.generator, augment=setup.augment,
             transform=setup.transforms.get(spec.index), epoch_hooks=plan.epoch_hooks,
             head_only=spec.trains == "head", freeze_backbone_epochs=spec.freeze_backbone_epochs,
-            new_optimizer=new)
+            new_optimizer=new, batch_filter=setup.batch_filter)
         how = ["head only (backbone and BatchNorm frozen)" if spec.trains == "head" else "all"]
         how += ["head re-initialised"] if spec.reinit_head else []
         how += ["optimizer and schedule continued"] if spec.optimizer is None else []
@@ -93,7 +96,8 @@ class Supervised:
     def row(self, setup, spec: StageSpec, stats: dict, epoch: int) -> tuple[dict, str]:
         data = setup.data
         val = evaluate_split(setup, data.val)[0] if data.val.targets.numel() else None
-        test = evaluate_split(setup, data.test)[0]
+        every = setup.cfg["eval"].get("test_every")
+        test = evaluate_split(setup, data.test)[0] if every and (epoch + 1) % every == 0 else None
         row = {"stage": spec.name, "epoch": epoch + 1, "train": stats, "val": val, "test": test}
         return row, (f"loss {stats['loss']:.4f}  {stats['images_per_s']:.0f} img/s  "
                      f"val {short(val)}  test {short(test)}")

@@ -123,6 +123,7 @@ class StageParts:
     unlabelled: Any = None  # Split on the device, or None: no second stream
     unlabelled_batch_size: int | None = None  # None: each unlabelled image once an epoch
     new_optimizer: bool = True  # False: the previous stage's optimizer continues
+    batch_filter: Any = None  # (idx, targets, step) -> idx: data/per_batch.py's mask, or None
 
 
 class Trainer:
@@ -143,6 +144,7 @@ class Trainer:
         self.cursor = EpochCursor()
         self.stop = StopFlag()
         self.stage: StageParts | None = None
+        self.batch_filter, self._sizes = None, None
         self.optimizer = self.scheduler = None
         self.scaler = self._new_scaler()
         self.eval_offset: torch.Tensor | None = None
@@ -167,6 +169,7 @@ class Trainer:
         self.params = [p for p in self.module.parameters()]  # for gradient clipping
         self.images, self.targets = parts.images, parts.targets
         self.augment, self.transform = parts.augment, parts.transform
+        self.batch_filter = parts.batch_filter
         self.batch_size, self.step_generator = parts.batch_size, parts.generator
         if parts.new_optimizer or self.optimizer is None:
             self.scaler = self._new_scaler()
@@ -236,6 +239,11 @@ class Trainer:
         return self.prepare(u.images[idx], train=True), u.targets[idx]
 
     def _step(self, idx: torch.Tensor, step: int) -> None:
+        if self.batch_filter is not None:  # batches of varying size: count each one's images
+            idx = self.batch_filter(idx, self.targets, step)
+            self._sizes[step] = idx.numel()
+            if idx.numel() == 0:
+                return
         x = self.prepare(self.images[idx], train=True)
         y = self.targets[idx]
         if self.transform is not None:  # after the data's own augmentation; y may become N×C
@@ -264,7 +272,8 @@ class Trainer:
         if hi > lo:
             losses = self._losses[lo:hi]
             steps = torch.arange(lo, hi, device=losses.device)
-            sizes = (self._epoch_images - steps * self.batch_size).clamp_(max=self.batch_size)
+            sizes = ((self._epoch_images - steps * self.batch_size).clamp_(max=self.batch_size)
+                     if self._sizes is None else self._sizes[lo:hi])
             bad = ~torch.isfinite(losses)
             s = c.sums
             s[0] += (torch.where(bad, 0.0, losses) * sizes).sum()
@@ -293,6 +302,7 @@ class Trainer:
         self._u_per_step = self._unlabelled_per_step(c.order.numel()) if c.order_u is not None else 0
         self._losses = torch.zeros(total, device=self.device)  # per step, read by _fold
         self._correct = torch.zeros(total, device=self.device)
+        self._sizes = None if self.batch_filter is None else torch.zeros(total, device=self.device)
         self._folded = c.step
         bar = bar_factory(total, c.step) if bar_factory else None  # counts batches
         t0 = time.perf_counter()
