@@ -4,6 +4,7 @@ from imbal.remedies import (  # noqa: F401  (registration)
     data_remedies,
     loss_remedies,
     mixing,
+    tail_mixing,
     tail_remedies,
 )
 from imbal.remedies.base import REMEDIES, Remedy

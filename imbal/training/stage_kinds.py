@@ -83,6 +83,8 @@ class Supervised:
             transform=setup.transforms.get(spec.index), epoch_hooks=plan.epoch_hooks,
             head_only=spec.trains == "head", freeze_backbone_epochs=spec.freeze_backbone_epochs,
             new_optimizer=new)
+        if parts.transform is not None:
+            parts.transform.bind(tr.model)  # manifold mixup: the backbone's mix points
         how = ["head only (backbone and BatchNorm frozen)" if spec.trains == "head" else "all"]
         how += ["head re-initialised"] if spec.reinit_head else []
         how += ["optimizer and schedule continued"] if spec.optimizer is None else []
