@@ -28,6 +28,7 @@ from imbal.training.stages import (
 )
 from imbal.training.stages import check_names as check_stage_names
 from imbal.training.trainer import Trainer, amp_dtype_for
+from imbal.training.two_stage import add_lws_scales
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -150,6 +151,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
                         **cfg["model"]["params"]).to(device)
+    add_lws_scales(model, stages, data.num_classes)
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

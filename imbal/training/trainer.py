@@ -123,6 +123,7 @@ class StageParts:
     unlabelled: Any = None  # Split on the device, or None: no second stream
     unlabelled_batch_size: int | None = None  # None: each unlabelled image once an epoch
     new_optimizer: bool = True  # False: the previous stage's optimizer continues
+    step_hooks: list[Callable[[], None]] = field(default_factory=list)  # after each step (MaxNorm)
 
 
 class Trainer:
@@ -252,6 +253,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        for hook in self.stage.step_hooks:  # constraints on the updated parameters (MaxNorm)
+            hook()
         with torch.no_grad():  # two writes per step; _fold turns them into cursor.sums
             self._losses[step] = loss
             self._correct[step] = self.objective.correct(out, target)
