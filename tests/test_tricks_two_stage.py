@@ -113,3 +113,15 @@ def test_posthoc_refusals(tmp_path, capsys):
         "--logit-adjust: choosing tau needs a validation split (data.val_fraction > 0); give one "
         "value instead, e.g. --logit-adjust 1.0")
     assert main(["eval", str(d), "--logit-adjust", "1.0"]) == 0
+
+
+def test_trick_configs_pass_the_checks():
+    from pathlib import Path
+
+    from imbal.training.setup import check_names
+
+    names = ["progressive", "drs", "cdt", "las", "manifold_mixup", "remix", "crt", "lws", "wb",
+             "drw_mixup", "crt_mixup"]
+    root = Path(__file__).resolve().parents[1] / "configs"
+    for name in names:
+        check_names(load_config(root / f"lt_cifar_resnet32_{name}.yaml"))
