@@ -208,7 +208,8 @@ def test_compose_passes_soft_targets_on():
          "batch transform 'cutmix': parameter 'p' must be a probability in [0, 1] (got 1.5)"),
         ({"name": "cutmix", "p": True},
          "batch transform 'cutmix': parameter 'p' must be a probability in [0, 1] (got True)"),
-        ("mixpu", "unknown batch transform 'mixpu' (did you mean 'mixup'?); valid: cutmix, mixup"),
+        ("mixpu", "unknown batch transform 'mixpu' (did you mean 'mixup'?); valid: cutmix, manifold_mixup, "
+         "mixup, remix"),
     ],
 )
 def test_bad_parameters_refused_in_one_line(item, message):
