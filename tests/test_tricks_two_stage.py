@@ -48,10 +48,10 @@ def test_scaled_head_by_hand():
 
 
 def test_lws_learns_only_the_scales(tmp_path):
-    stages = ("stages=[{name: represent, epochs: 2}, {name: lws, epochs: 2, trains: scales, "
+    stages = ("stages=[{name: represent, epochs: 1}, {name: lws, epochs: 1, trains: scales, "
               "remedy: [{name: oversample}], optimizer: {name: sgd, lr: 0.5}}]")
-    res, d = run(tmp_path, [stages, "train.epochs=2"])
-    one, d1 = run(tmp_path, ["train.epochs=2"], "one")  # the same stage one alone
+    res, d = run(tmp_path, [stages, "train.epochs=1"])
+    one, d1 = run(tmp_path, ["train.epochs=1"], "one")  # the same stage one alone
     two = torch.load(d / "checkpoints" / "last.pt", weights_only=False)["model"]
     ref = torch.load(d1 / "checkpoints" / "last.pt", weights_only=False)["model"]
     assert not torch.allclose(two["head.scale"], torch.ones(10))  # the scales learned
@@ -62,10 +62,10 @@ def test_lws_learns_only_the_scales(tmp_path):
 
 
 def test_weight_balancing_rows_stay_in_the_ball(tmp_path):
-    stages = ("stages=[{name: wd, epochs: 2, optimizer: {weight_decay: 0.005}}, "
+    stages = ("stages=[{name: wd, epochs: 1, optimizer: {weight_decay: 0.005}}, "
               "{name: maxnorm, epochs: 1, trains: head, max_norm: 0.1, "
               "remedy: [{name: class_weights}]}]")
-    _, d = run(tmp_path, [stages, "train.epochs=2"])
+    _, d = run(tmp_path, [stages, "train.epochs=1"])
     w = torch.load(d / "checkpoints" / "last.pt", weights_only=False)["model"]["head.weight"]
     assert float(w.norm(dim=1).max()) <= 0.1 + 1e-6
 
