@@ -61,7 +61,10 @@ def cmd_train(args: argparse.Namespace) -> int:
 def cmd_eval(args: argparse.Namespace) -> int:
     from imbal.training.evaluate import evaluate_run
 
-    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device, imports=args.imports)
+    posthoc = {name: value for name, value in (("logit_adjust", args.logit_adjust),
+                                               ("tau_norm", args.tau_norm)) if value is not None}
+    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device, imports=args.imports,
+                 posthoc=posthoc)
     return 0
 
 
@@ -108,6 +111,12 @@ def build_parser(modules: bool = True) -> argparse.ArgumentParser:
     p.add_argument("run_dir")
     p.add_argument("--checkpoint", choices=["best", "last"], default="best")
     p.add_argument("--device", default=None)
+    p.add_argument("--logit-adjust", nargs="?", const="auto", metavar="TAU",
+                   help="also score logits - tau * log prior; tau chosen on validation from "
+                        "0, 0.25, ..., 2 (no value or 'auto') or given")
+    p.add_argument("--tau-norm", nargs="?", const="auto", metavar="TAU",
+                   help="also score the classifier rows rescaled w_c / ||w_c||^tau; tau chosen "
+                        "on validation from 0, 0.1, ..., 2 (no value or 'auto') or given")
     import_arg(p)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("data", help="print per-class counts after imbalance, without training")

@@ -187,8 +187,12 @@ class Stage(Section):
     task: str | None = Field(None, description="pretext task (rotation | jigsaw); null: supervised on the labels")
     params: dict[str, Any] = Field(default_factory=dict, description="pretext task options")
     epochs: int | None = Field(None, ge=1, description="default: train.epochs")
-    trains: Literal["all", "head"] = Field(
-        "all", description="all, or head: the backbone frozen, BatchNorm statistics included")
+    trains: Literal["all", "head", "scales"] = Field(
+        "all", description="all; head: the backbone frozen, BatchNorm statistics included; "
+        "scales: learnable weight scaling (LWS), only a per-class scale of the frozen head's logits")
+    max_norm: float | None = Field(
+        None, gt=0, description="MaxNorm: after every step, classifier rows longer than this are "
+        "scaled back to it (weight balancing); null: off")
     reinit_head: bool = Field(False, description="re-initialise the classifier head when the stage starts")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the stage's first N epochs")
     remedy: list[Any] | None = Field(None, description="default: the config's remedy")

@@ -210,7 +210,7 @@ def test_compose_passes_soft_targets_on():
         ({"name": "cutmix", "p": True},
          "batch transform 'cutmix': parameter 'p' must be a probability in [0, 1] (got True)"),
         ("mixpu", "unknown batch transform 'mixpu' (did you mean 'mixup'?); valid: autoaugment, "
-         "colour_jitter, cutmix, cutout, gridmask, mixup, randaugment"),
+         "colour_jitter, cutmix, cutout, gridmask, manifold_mixup, mixup, randaugment, remix"),
     ],
 )
 def test_bad_parameters_refused_in_one_line(item, message):
@@ -229,7 +229,8 @@ def test_bundled_configs_batch_transforms_build():
             norm = Normalizer([0.5] * 3, [0.25] * 3, torch.device("cpu"))
             t = build_batch_transforms(items, num_classes=10, class_counts=[5] * 10,
                                        normalizer=norm)
-            mixing = any(split_item(i)[0] in ("mixup", "cutmix") for i in items)
+            mixing = any(split_item(i)[0] in ("mixup", "cutmix", "manifold_mixup", "remix")
+                         for i in items)
             assert t.soft_targets == mixing, path
             found += 1
     assert found >= 3

@@ -113,7 +113,7 @@ def config(opts: Options, *sets: str) -> dict:
     if opts.tiny:  # 30 a class of 16x16, ratio 5: 30 ... 6, batches of 16, LeNet (a ResNet
         # takes ~0.1 s an image on a shared 2-core CPU)
         over += ["data.imbalance={kind: longtail, ratio: 5}", "train.batch_size=16",
-                 "eval.batch_size=64", "model.backbone=lenet"]
+                 "eval.batch_size=64", "model.backbone=lenet", "data.val_per_class=5"]
     return load_config(str(CONFIG), [*over, *sets])
 
 

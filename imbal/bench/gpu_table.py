@@ -85,7 +85,7 @@ def sweep_file(folder: Path, *, epochs: int, tiny: bool) -> Path:
                               "logging.progress": False}
     if tiny:  # the CPU self-test: LeNet on 16x16 images, batches of 16
         common.update({"model.backbone": "lenet", "train.batch_size": 16,
-                       "data.imbalance": {"kind": "longtail", "ratio": 5},
+                       "data.imbalance": {"kind": "longtail", "ratio": 5}, "data.val_per_class": 5,
                        "train.device": "cpu"})
     drw = 0.8 if epochs >= 5 else 0.5  # DRW must start within the short run
     methods = [(n, [{**x, "drw_epoch": drw} if x.get("name") == "ldam" else x for x in r])

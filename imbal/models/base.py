@@ -6,6 +6,10 @@ N×C×H×W batch to N×feature_dim (flattening included) and carries an int `.fe
 Its keyword parameters (other than in_channels and image_size) are the params a config may set;
 build_model reads them from the signature, so an unknown param is refused with the valid list.
 Inputs arrive normalised, at the data's size (wrap the features in MinSize(n) for a minimum).
+Mix points (manifold mixup's hook): the module may carry `mix_points`, a tuple of names of
+its submodules (as in named_modules) whose outputs are hidden representations N×... that may be
+mixed between the images of a batch, shallow to deep; `mix_modules(features)` resolves them.
+Every built-in backbone lists its own; a backbone without them refuses manifold mixup.
 A plugin registers the same way: `from imbal import MODELS; @MODELS.register("name")`.
 
 HEADS maps a head name (a remedy's ctx.head: "linear", "normed") to
@@ -125,6 +129,19 @@ class Classifier(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))
+
+
+def mix_modules(features: nn.Module, who: str = "manifold_mixup") -> list[nn.Module]:
+    """The submodules named by the backbone's `mix_points` (module docstring), shallow to deep."""
+    names = getattr(features, "mix_points", None)
+    if not names:
+        raise UserError(f"{who}: backbone {type(features).__name__} lists no mix_points (the "
+                        f"hidden layers where it may mix); use mixup, or add mix_points to it")
+    found = dict(features.named_modules())
+    missing = [n for n in names if n not in found]
+    if missing:
+        raise ValueError(f"{type(features).__name__}.mix_points names no submodule {missing[0]!r}")
+    return [found[n] for n in names]
 
 
 def backbone_params(name: str) -> dict[str, Any]:

@@ -164,6 +164,9 @@ def make_stem(in_channels: int, channels: int, cifar: bool, norm: NormFn) -> nn.
 class ResNetFeatures(nn.Module):
     """resize - stem - stages - global average pool - flatten - dropout -> N×feature_dim."""
 
+    # manifold mixup (Verma et al.: the input or after the first or second residual stage)
+    mix_points = ("stages.0", "stages.1")
+
     def __init__(
         self,
         *,

@@ -32,6 +32,7 @@ class LeNetFeatures(nn.Module):
     """
 
     min_size = 28
+    mix_points = ("convs.2", "convs")  # manifold mixup: after the first pool, the conv120 map
 
     def __init__(self, in_channels: int, image_size: int, activation: str, dropout: float = 0.0):
         super().__init__()
@@ -71,6 +72,7 @@ class SmallCNNFeatures(nn.Module):
     """
 
     min_size = 32
+    mix_points = ("convs.2", "convs.5")  # manifold mixup: after the first and second blocks
 
     def __init__(self, in_channels: int, image_size: int, dropout: float = 0.0):
         super().__init__()

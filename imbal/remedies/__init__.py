@@ -1,6 +1,13 @@
 """Class-imbalance remedies, resolved once before training into a Plan (see plan.py)."""
 
-from imbal.remedies import augment, data_remedies, loss_remedies, mixing  # noqa: F401  (registration)
+from imbal.remedies import (  # noqa: F401  (registration)
+    augment,
+    data_remedies,
+    loss_remedies,
+    mixing,
+    tail_mixing,
+    tail_remedies,
+)
 from imbal.remedies.base import REMEDIES, Remedy
 from imbal.remedies.batch import BATCH_TRANSFORMS, BatchTransform
 from imbal.remedies.losses import ComposedLoss

@@ -46,10 +46,11 @@ REMEDIES = Registry("remedy")
 
 # Slot -> what two remedies in it would both do (used in the refusal message).
 SLOTS = {
-    "logits": "both adjust the logits (at most one of balanced_softmax, logit_adjust, ldam)",
+    "logits": "both adjust the logits (at most one of balanced_softmax, logit_adjust, ldam, cdt)",
     "weights": "both weight the loss (at most one of class_weights, batch_inverse, "
     "focal with alpha, ldam with drw_epoch)",
-    "targets": "both change the target distribution (at most one label_smoothing)",
+    "targets": "both change the target distribution (at most one of label_smoothing, "
+    "label_aware_smoothing)",
     "modulator": "both modulate the per-sample loss (at most one focal)",
     "sampling": "both resample the training set (at most one of oversample, copy, undersample)",
     "loss": "one supplies a whole loss of its own, which replaces the composed cross-entropy "

@@ -21,6 +21,12 @@ remedies are then checked to accept them before any work starts). `pixels = True
 pixel values instead: x in [0, 1] (the normalisation undone, clamped), and the transform
 returns values in [0, 1] that the Compose normalises again (augment.py's photometric ops).
 
+A transform that mixes inside the network (manifold mixup) also has `bind(model)`: the stage
+calls it with the classifier before training, and the transform may arm a one-shot forward hook
+on one of the backbone's mix points (imbal.models.base.mix_modules) for the step's forward.
+`hard_targets_only` transforms read one class per image (remix: the classes' counts) and must
+not follow a transform that makes soft targets.
+
 Config: a list of names or mappings with `name` (like `remedy:`), e.g.
 `batch_transforms: [{name: mixup, alpha: 0.2}]`; they are applied in order.
 """
@@ -43,6 +49,10 @@ class BatchTransform:
     name: ClassVar[str] = ""
     soft_targets: ClassVar[bool] = False
     pixels: ClassVar[bool] = False  # True: takes and returns pixel values in [0, 1]
+    hard_targets_only: ClassVar[bool] = False
+
+    def bind(self, model: torch.nn.Module) -> None:
+        """Called with the classifier before the stage trains (a no-op unless overridden)."""
 
     def __call__(self, x: torch.Tensor, y: torch.Tensor,
                  generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -73,6 +83,10 @@ class Compose(BatchTransform):
             raise ValueError("pixel-space batch transforms need the run's normalizer")
         self.parts, self.normalizer = parts, normalizer
         self.soft_targets = any(p.soft_targets for p in parts)  # type: ignore[misc]
+
+    def bind(self, model: torch.nn.Module) -> None:
+        for part in self.parts:
+            part.bind(model)
 
     def __call__(self, x, y, generator):
         in_pixels = False
@@ -105,4 +119,10 @@ def build_batch_transforms(items: list[Any] | None, *, num_classes: int,
 def soft_target_transforms(items: list[Any] | None) -> list[str]:
     """Names (known without data) of the listed transforms that may return soft targets."""
     names = [split_item(item)[0] for item in items or []]
-    return [n for n in names if BATCH_TRANSFORMS.get(n).soft_targets]
+    soft = [n for n in names if BATCH_TRANSFORMS.get(n).soft_targets]
+    for i, n in enumerate(names):
+        before = [m for m in names[:i] if BATCH_TRANSFORMS.get(m).soft_targets]
+        if BATCH_TRANSFORMS.get(n).hard_targets_only and before:
+            raise UserError(f"batch transform '{n}' needs one class per image, but '{before[0]}' "
+                            f"before it gives soft targets; list '{n}' first")
+    return soft

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Annotated, Any, Literal
 
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from imbal.errors import UserError
 from imbal.registry import did_you_mean
@@ -19,7 +19,7 @@ from imbal.remedies.base import (
     Remedy,
     remedy,
 )
-from imbal.remedies.samplers import ClassSampler, class_probabilities
+from imbal.remedies.samplers import ClassSampler, EpochSampler, class_probabilities
 from imbal.remedies.transforms import (
     COPY_TRANSFORMS,
     Strength,
@@ -31,27 +31,57 @@ from imbal.remedies.transforms import (
 
 
 class OversampleParams(Params):
-    mode: Literal["balanced", "sqrt"] = Field("balanced", description="'balanced' or 'sqrt'")
+    mode: Literal["balanced", "sqrt", "progressive"] = Field(
+        "balanced", description="'balanced', 'sqrt' or 'progressive'")
     epoch_size: Int | None = Field(
         None, ge=1, description="null (the training set size) or an integer >= 1"
     )
+    start_epoch: Int | Real = Field(
+        0, description="an epoch number >= 0 (0-based, int) or a fraction of the epochs in "
+        "(0, 1): re-sampling starts there (deferred re-sampling), before it plain epochs")
+
+    @model_validator(mode="after")
+    def _check(self) -> OversampleParams:
+        d = self.start_epoch
+        if isinstance(d, float) and not 0 < d < 1 or isinstance(d, int) and d < 0:
+            raise ValueError(f"start_epoch must be an epoch number >= 0 (int) or a fraction in "
+                             f"(0, 1), got {d!r}")
+        return self
 
 
 @remedy("oversample")
 class Oversample(Remedy):
     """Each epoch draws epoch_size indices with replacement: a class (uniform over non-empty
-    classes, or proportional to sqrt(N_j)), then a uniformly random image of it."""
+    classes, proportional to sqrt(N_j), or progressively balanced: Kang et al.'s
+    p_j(t) = (1 - t/T) N_j/N + (t/T) / C at epoch t of the stage's T), then a uniformly random
+    image of it. start_epoch defers the re-sampling (DRS, Cao et al. 2019): plain epochs first."""
 
     Params = OversampleParams
 
     def slots(self) -> set[str]:
         return {"sampling"}
 
+    def start(self, epochs: int) -> int:
+        d = self.p.start_epoch
+        start = int(d * epochs + 0.5) if isinstance(d, float) else d
+        if start >= epochs:
+            raise UserError(f"remedy 'oversample': start_epoch {d} starts re-sampling at epoch "
+                            f"{start} but the stage has {epochs} epochs (0-based)")
+        return start
+
     def apply(self, ctx: PlanContext) -> str:
-        probs = class_probabilities(torch.tensor(ctx.counts), self.p.mode)
+        counts, mode, epochs = torch.tensor(ctx.counts), self.p.mode, ctx.epochs
         size = self.p.epoch_size or ctx.targets.numel()
-        ctx.sampler = ClassSampler(ctx.targets, probs, size)
-        return f"oversample: {self.p.mode}, {ctx.sampler.describe()}"
+        start = self.start(epochs)
+        if mode != "progressive" and start == 0:
+            ctx.sampler = ClassSampler(ctx.targets, class_probabilities(counts, mode), size)
+            return f"oversample: {mode}, {ctx.sampler.describe()}"
+        label = f"epoch t of {epochs}: (1 - t/T) N_j/N + (t/T)/C; at t={start}: " \
+            if mode == "progressive" else ""
+        ctx.sampler = EpochSampler(
+            ctx.targets, lambda e: class_probabilities(counts, mode, e, epochs), size, start,
+            label)
+        return f"oversample: {mode}, {ctx.sampler.describe()}"
 
 
 class CopyParams(Params):

@@ -2,13 +2,17 @@
 
 For a batch of logits z (N×C) and targets y:
 
+    z    = z / a                              CDT: a_j = (N_max / N_j)^gamma (else a = 1)
     z'   = s * (z - m_y e_y)                  LDAM: margin at the target, then scale (else z' = z)
     z''  = z' + b                             b = log N_j (balanced softmax) or tau log prior
                                               (logit adjustment, loss form); else 0
     logp = log_softmax(z'')
     l_i  = -sum_k q_ik logp_ik                q one-hot, or S1 label smoothing for the samples
                                               whose class is in the chosen set:
-                                              q_target = 1 - eps, q_other = eps / K
+                                              q_target = 1 - eps, q_other = eps / K,
+                                              or label-aware smoothing (MiSLAS): eps_y per
+                                              class, l_i = (1 - eps_y) (-logp_y)
+                                              + eps_y mean_k (-logp_k)
     l_i *= (1 - p_t)^gamma                    focal modulation, p_t = exp(logp_i,y_i)
     loss = sum_i w_i l_i / sum_i w_i          "weighted_mean" (torch's F.cross_entropy(weight=))
         or mean_i w_i l_i                     "mean" (Keras/TF style: the weights' scale matters)
@@ -75,6 +79,8 @@ class ComposedLoss(nn.Module):
         scale: float = 1.0,
         smooth_eps: float = 0.0,
         smooth_classes: torch.Tensor | None = None,
+        class_smooth: torch.Tensor | None = None,
+        temperatures: torch.Tensor | None = None,
         gamma: float = 0.0,
         class_weight: torch.Tensor | None = None,
         weights_on: bool = True,
@@ -93,6 +99,8 @@ class ComposedLoss(nn.Module):
         self.smooth_eps = float(smooth_eps)
         # Boolean mask over classes: which classes' samples are smoothed.
         self.register_buffer("smooth_classes", smooth_classes)
+        self.register_buffer("class_smooth", class_smooth)  # eps_j per class (label-aware)
+        self.register_buffer("temperatures", temperatures)  # CDT's a_j
         self.gamma = float(gamma)
         self.register_buffer("class_weight", class_weight)
         self.weights_on = weights_on
@@ -102,6 +110,8 @@ class ComposedLoss(nn.Module):
     def adjusted_logits(self, logits: torch.Tensor, targets: torch.Tensor | None) -> torch.Tensor:
         """z'' of the module docstring: margin, scale and offset applied (float32)."""
         z = logits.float()
+        if self.temperatures is not None:
+            z = z / self.temperatures
         if self.margins is not None:
             if targets is None:
                 raise ValueError("LDAM margins need the class targets")
@@ -119,12 +129,14 @@ class ComposedLoss(nn.Module):
         logp = F.log_softmax(self.adjusted_logits(logits, targets), dim=1)
         logp_t = logp.gather(1, targets.unsqueeze(1)).squeeze(1)
         loss = -logp_t
-        if self.smoothing:
+        if self.smooth_eps > 0 and self.smooth_classes is not None:
             eps, k = self.smooth_eps, self.num_classes
             smoothed = self.smooth_classes[targets].to(logp.dtype)
             # -(1-eps) logp_t - eps/K * sum_{k != t} logp_k, written as a correction to -logp_t.
             other = logp.sum(dim=1) - logp_t
             loss = loss + smoothed * (eps * logp_t - (eps / k) * other)
+        if self.class_smooth is not None:
+            loss = loss + self.class_smooth[targets] * (logp_t - logp.mean(dim=1))
         if self.gamma != 0.0:
             one_minus_p = (-torch.expm1(logp_t)).clamp_min(_FOCAL_FLOOR)
             loss = loss * one_minus_p.pow(self.gamma)
@@ -132,7 +144,8 @@ class ComposedLoss(nn.Module):
 
     @property
     def smoothing(self) -> bool:
-        return self.smooth_eps > 0 and self.smooth_classes is not None
+        return self.smooth_eps > 0 and self.smooth_classes is not None \
+            or self.class_smooth is not None
 
     def sample_weights(self, targets: torch.Tensor) -> torch.Tensor | None:
         w = self.class_weights(targets)
@@ -150,11 +163,13 @@ class ComposedLoss(nn.Module):
         """L (N×C): L_it = l_i as if sample i's class were t (no margins: they need one class)."""
         logp = F.log_softmax(self.adjusted_logits(logits, None), dim=1)
         loss = -logp
-        if self.smoothing:
+        if self.smooth_eps > 0 and self.smooth_classes is not None:
             eps, k = self.smooth_eps, self.num_classes
             smoothed = self.smooth_classes.to(logp.dtype)
             other = logp.sum(dim=1, keepdim=True) - logp
             loss = loss + smoothed * (eps * logp - (eps / k) * other)
+        if self.class_smooth is not None:
+            loss = loss + self.class_smooth * (logp - logp.mean(dim=1, keepdim=True))
         if self.gamma != 0.0:
             loss = loss * (-torch.expm1(logp)).clamp_min(_FOCAL_FLOOR).pow(self.gamma)
         return loss
@@ -205,6 +220,10 @@ class ComposedLoss(nn.Module):
         parts = [f"num_classes={self.num_classes}"]
         if self.offset is not None:
             parts.append("offset")
+        if self.temperatures is not None:
+            parts.append("temperatures")
+        if self.class_smooth is not None:
+            parts.append("class_smooth")
         if self.margins is not None:
             parts.append(f"margins, scale={self.scale}")
         if self.smooth_eps > 0:

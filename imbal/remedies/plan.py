@@ -36,14 +36,14 @@ import torch
 from imbal.errors import UserError
 from imbal.remedies.base import REMEDIES, SLOTS, PlanContext, Remedy
 from imbal.remedies.losses import ComposedLoss
-from imbal.remedies.samplers import ClassSampler
+from imbal.remedies.samplers import ClassSampler, EpochSampler
 from imbal.remedies.transforms import class_counts
 
 
 @dataclass
 class Plan:
     loss: torch.nn.Module  # ComposedLoss (targets N int64 or N×C soft), or a remedy's own
-    sampler: ClassSampler | None  # None: the trainer's plain random permutation
+    sampler: ClassSampler | EpochSampler | None  # None: the trainer's plain random permutation
     images: torch.Tensor  # training images after copy / undersample
     targets: torch.Tensor
     class_counts: list[int]  # per-class counts of `targets`

@@ -25,7 +25,7 @@ import contextlib
 
 import torch
 
-SAMPLER_MODES = ("balanced", "sqrt")
+SAMPLER_MODES = ("balanced", "sqrt", "progressive")
 _CHUNK = 1 << 15  # draws per chunk on the CPU: the scratch (0.9-1.2 MB) stays in cache
 _EQUAL_MAX_CLASSES = 1 << 10  # one uniform per draw up to here: frac(u * C) keeps >= 43 bits
 
@@ -62,10 +62,14 @@ def alias_table(probs: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return torch.tensor(keep, dtype=torch.float64), torch.tensor(alias, dtype=torch.long)
 
 
-def class_probabilities(counts: torch.Tensor, mode: str) -> torch.Tensor:
+def class_probabilities(counts: torch.Tensor, mode: str, epoch: int = 0,
+                        epochs: int = 1) -> torch.Tensor:
     """Probability of drawing each class: balanced -> uniform over non-empty classes;
-    sqrt -> proportional to sqrt(N_j). Empty classes get 0 (they have no image to draw)."""
+    sqrt -> proportional to sqrt(N_j); progressive -> progressive_probabilities at (epoch,
+    epochs). Empty classes get 0 (they have no image to draw)."""
     n = counts.to(torch.float64)
+    if mode == "progressive":
+        return progressive_probabilities(counts, epoch, epochs)
     if mode == "balanced":
         p = (n > 0).to(torch.float64)
     elif mode == "sqrt":
@@ -73,6 +77,53 @@ def class_probabilities(counts: torch.Tensor, mode: str) -> torch.Tensor:
     else:
         raise ValueError(f"unknown sampler mode {mode!r}")
     return p / p.sum()
+
+
+def progressive_probabilities(counts: torch.Tensor, epoch: int, epochs: int) -> torch.Tensor:
+    """Progressively-balanced sampling (Kang et al. 2020, eq. 3): at 0-based epoch t of T,
+    p_j(t) = (1 - t/T) p_j^IB + (t/T) p_j^CB, with p_j^IB = N_j / N (instance-balanced) and
+    p_j^CB = 1 / C over the non-empty classes (class-balanced)."""
+    ib = counts.to(torch.float64) / counts.to(torch.float64).sum()
+    cb = class_probabilities(counts, "balanced")
+    t = min(max(epoch, 0), epochs) / max(epochs, 1)
+    return (1.0 - t) * ib + t * cb
+
+
+class EpochSampler:
+    """A sampler whose class probabilities depend on the epoch (progressive), or that starts
+    re-sampling at `start` (deferred re-sampling, DRS: before it, each epoch is one random
+    permutation of the training set, as without a sampler).
+
+    probs(epoch) -> the class probabilities of that epoch; a ClassSampler is built per distinct
+    probability vector (cached: a fixed mode builds one)."""
+
+    def __init__(self, targets: torch.Tensor, probs, epoch_size: int, start: int = 0,
+                 label: str = ""):
+        self.targets, self.probs, self.epoch_size = targets, probs, int(epoch_size)
+        self.start, self.label = start, label
+        self._built: tuple[tuple[float, ...], ClassSampler] | None = None
+
+    def __len__(self) -> int:
+        return self.epoch_size
+
+    def sampler_at(self, epoch: int) -> ClassSampler:
+        p = self.probs(epoch)
+        key = tuple(p.tolist())
+        if self._built is None or self._built[0] != key:
+            self._built = (key, ClassSampler(self.targets, p, self.epoch_size))
+        return self._built[1]
+
+    def epoch_indices(self, epoch: int, generator: torch.Generator) -> torch.Tensor:
+        if epoch < self.start:  # instance-balanced: the trainer's plain permutation
+            return torch.randperm(self.targets.numel(), device=self.targets.device,
+                                  generator=generator)
+        return self.sampler_at(epoch).epoch_indices(epoch, generator)
+
+    def describe(self) -> str:
+        first = self.sampler_at(self.start).describe()
+        defer = f"from epoch {self.start} (0-based; before: one permutation per epoch), " \
+            if self.start else ""
+        return f"{defer}{self.label}{first}"
 
 
 class ClassSampler:

@@ -1,4 +1,5 @@
-"""`imbal eval RUN_DIR`: rebuild a run's data and model from its config, score a checkpoint."""
+"""`imbal eval RUN_DIR`: rebuild a run's data and model from its config, score a checkpoint;
+with --logit-adjust / --tau-norm, also a post-hoc adjustment chosen on validation (posthoc.py)."""
 
 from __future__ import annotations
 
@@ -14,15 +15,38 @@ from imbal.training.setup import build_setup
 from imbal.training.stage_kinds import evaluate_split
 
 
+def posthoc_taus(flag: str, value: str | float | None) -> list[float] | None:
+    """An option's value -> the taus to try: 'auto' -> None (the adjustment's grid), a number
+    >= 0 -> [it]. Anything else: UserError, before any work."""
+    if value is None or value == "auto":
+        return None
+    try:
+        tau = float(value)
+    except (TypeError, ValueError):
+        tau = -1.0
+    if not tau >= 0 or tau == float("inf"):
+        raise UserError(f"{flag} takes a number >= 0 or 'auto', got {value!r}")
+    return [tau]
+
+
 def evaluate_run(run_dir: Path, *, which: str = "best", device: str | None = None,
-                 imports: list[str] | tuple[str, ...] = ()) -> dict:
+                 imports: list[str] | tuple[str, ...] = (),
+                 posthoc: dict[str, str | float | None] | None = None) -> dict:
     """Score checkpoint `which` of a run on its test set; the run's config names its plugins
-    (absolute paths), `imports` adds more. Process-wide settings are restored after."""
+    (absolute paths), `imports` adds more. `posthoc` maps POSTHOC names (logit_adjust,
+    tau_norm) to a tau or 'auto' (chosen on validation from the adjustment's grid).
+    Process-wide settings are restored after."""
+    from imbal.training.posthoc import POSTHOC
+
+    wanted = {name: posthoc_taus(POSTHOC.get(name).flag, v) for name, v in (posthoc or {}).items()}
     with process_settings():
-        return _evaluate(run_dir, which, device, tuple(imports))
+        return _evaluate(run_dir, which, device, tuple(imports), wanted)
 
 
-def _evaluate(run_dir: Path, which: str, device: str | None, imports: tuple[str, ...]) -> dict:
+def _evaluate(run_dir: Path, which: str, device: str | None, imports: tuple[str, ...],
+              wanted: dict[str, list[float] | None]) -> dict:
+    from imbal.training.posthoc import sweep
+
     cfg_path = run_dir / "config.yaml"
     if not cfg_path.is_file():
         raise UserError(f"{run_dir} is not a run directory: no config.yaml")
@@ -40,7 +64,12 @@ def _evaluate(run_dir: Path, which: str, device: str | None, imports: tuple[str,
     metrics, _ = evaluate_split(setup, setup.data.test)
     out = {"checkpoint": which, "epoch": ckpt.get("epoch", ckpt.get("cursor", {}).get("epoch")),
            "test": metrics}
+    for name, taus in wanted.items():
+        out[name] = sweep(name, setup, taus)
     atomic_write_json(run_dir / f"eval_{which}.json", out)
-    print(json.dumps({k: metrics[k] for k in ("top1", "balanced_acc", "macro_f1",
-                                               "minority_acc", "majority_acc")}, indent=2))
+    keys = ("top1", "balanced_acc", "macro_f1", "minority_acc", "majority_acc")
+    shown = {k: metrics[k] for k in keys}
+    for name in wanted:
+        shown[name] = {"tau": out[name]["tau"], **{k: out[name]["test"][k] for k in keys}}
+    print(json.dumps(shown, indent=2))
     return out

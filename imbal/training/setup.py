@@ -30,6 +30,7 @@ from imbal.training.stages import (
 )
 from imbal.training.stages import check_names as check_stage_names
 from imbal.training.trainer import Trainer, amp_dtype_for
+from imbal.training.two_stage import add_lws_scales
 
 
 def resolve_device(setting: str) -> torch.device:
@@ -161,6 +162,7 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
                         **cfg["model"]["params"])
     apply_init(model, cfg["model"]["init"])  # before init_from (fit) loads a backbone over it
     model = model.to(device)
+    add_lws_scales(model, stages, data.num_classes)
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)

@@ -27,6 +27,7 @@ from imbal.training.optim import build_optimizer, build_scheduler
 from imbal.training.runs import rng_states, set_rng_states
 from imbal.training.stages import PRETEXT, SUPERVISED, StageSpec, chain_head
 from imbal.training.trainer import StageParts
+from imbal.training.two_stage import max_norm_hook, stage_parameters
 
 HEAD_SEED_OFFSET = 4_000_037  # re-initialised heads
 
@@ -77,16 +78,23 @@ class Supervised:
         if fresh and spec.reinit_head:
             reinit_head(tr.model.head, setup.cfg["seeds"]["train"] + HEAD_SEED_OFFSET + spec.index,
                         setup.device, setup.cfg["model"]["init"])
-        opt, sched, new = _optimizer(setup, spec, tr.model.parameters(), fresh)
+        params = stage_parameters(tr.model, spec.trains)
+        opt, sched, new = _optimizer(setup, spec, params, fresh)
         tr.eval_offset = plan.eval_logit_offset
         parts = StageParts(
             name=spec.name, objective=SupervisedObjective(tr.model, plan.loss), images=plan.images,
             targets=plan.targets, sampler=plan.sampler, optimizer=opt, scheduler=sched,
             batch_size=spec.batch_size, generator=tr.generator, augment=setup.augment,
             transform=setup.transforms.get(spec.index), epoch_hooks=plan.epoch_hooks,
-            head_only=spec.trains == "head", freeze_backbone_epochs=spec.freeze_backbone_epochs,
-            new_optimizer=new, batch_filter=setup.batch_filter)
-        how = ["head only (backbone and BatchNorm frozen)" if spec.trains == "head" else "all"]
+            head_only=spec.trains != "all", freeze_backbone_epochs=spec.freeze_backbone_epochs,
+            new_optimizer=new, batch_filter=setup.batch_filter,
+            step_hooks=[] if spec.max_norm is None else [max_norm_hook(tr.model.head, spec.max_norm)])
+        if parts.transform is not None:
+            parts.transform.bind(tr.model)  # manifold mixup: the backbone's mix points
+        how = [{"head": "head only (backbone and BatchNorm frozen)",
+                "scales": "LWS scales only (backbone, BatchNorm and classifier frozen)"}.get(
+                    spec.trains, "all")]
+        how += [f"classifier rows MaxNorm {spec.max_norm}"] if spec.max_norm is not None else []
         how += ["head re-initialised"] if spec.reinit_head else []
         how += ["optimizer and schedule continued"] if spec.optimizer is None else []
         how += [f"batch transforms: {parts.transform.describe()}"] if parts.transform else []

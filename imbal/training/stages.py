@@ -43,7 +43,8 @@ class StageSpec:
     schedule_epochs: int  # the epochs the schedule spans (this stage and those continuing it)
     remedy: list[Any]
     batch_transforms: list[Any]
-    trains: str = "all"  # all | head
+    trains: str = "all"  # all | head | scales
+    max_norm: float | None = None
     reinit_head: bool = False
     freeze_backbone_epochs: int = 0
     task: str | None = None
@@ -87,7 +88,7 @@ def resolve_stages(cfg: dict) -> list[StageSpec]:
             trains=s.get("trains", "all"), reinit_head=s.get("reinit_head", False),
             freeze_backbone_epochs=s.get("freeze_backbone_epochs", 0), task=s.get("task"),
             params=s.get("params") or {}, unlabelled=s.get("unlabelled"),
-            unlabelled_batch_size=s.get("unlabelled_batch_size")))
+            unlabelled_batch_size=s.get("unlabelled_batch_size"), max_norm=s.get("max_norm")))
     check_structure(specs)
     return [_with_schedule_span(specs, s) for s in specs]
 
@@ -139,7 +140,8 @@ def _check_pretext(s: StageSpec, last_supervised: int) -> None:
         raise UserError(f"{s.where}: a pretext stage after the last supervised stage would change "
                         f"the backbone after best.pt was chosen; move it before")
     meaningless = {"remedy": bool(s.remedy), "batch_transforms": bool(s.batch_transforms),
-                   "trains: head": s.trains != "all", "reinit_head": s.reinit_head,
+                   f"trains: {s.trains}": s.trains != "all", "reinit_head": s.reinit_head,
+                   "max_norm": s.max_norm is not None,
                    "freeze_backbone_epochs": bool(s.freeze_backbone_epochs)}
     bad = [k for k, v in meaningless.items() if v]
     if bad:
@@ -156,8 +158,11 @@ def _check_supervised(s: StageSpec) -> None:
                         f"no use for them (pretext stages do)")
     if s.unlabelled_batch_size is not None:
         raise UserError(f"{s.where}: unlabelled_batch_size without unlabelled")
-    if s.freeze_backbone_epochs and s.trains == "head":
-        raise UserError(f"{s.where}: freeze_backbone_epochs with trains: head (frozen throughout "
+    if s.trains == "scales" and s.reinit_head:
+        raise UserError(f"{s.where}: reinit_head with trains: scales (LWS scales the trained "
+                        f"classifier's logits; re-initialising it would leave nothing to scale)")
+    if s.freeze_backbone_epochs and s.trains != "all":
+        raise UserError(f"{s.where}: freeze_backbone_epochs with trains: {s.trains} (frozen throughout "
                         f"already); give one of them")
 
 

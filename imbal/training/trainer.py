@@ -124,6 +124,7 @@ class StageParts:
     unlabelled_batch_size: int | None = None  # None: each unlabelled image once an epoch
     new_optimizer: bool = True  # False: the previous stage's optimizer continues
     batch_filter: Any = None  # (idx, targets, step) -> idx: data/per_batch.py's mask, or None
+    step_hooks: list[Callable[[], None]] = field(default_factory=list)  # after each step (MaxNorm)
 
 
 class Trainer:
@@ -260,6 +261,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        for hook in self.stage.step_hooks:  # constraints on the updated parameters (MaxNorm)
+            hook()
         with torch.no_grad():  # two writes per step; _fold turns them into cursor.sums
             self._losses[step] = loss
             self._correct[step] = self.objective.correct(out, target)
