@@ -113,6 +113,10 @@ class Schedule(Section):
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up: lr x (e+1)/warmup_epochs in epoch e < warmup_epochs")
 
 
+class Ema(Section):
+    decay: float = Field(0.999, gt=0, lt=1, description="weight of the old average at each step: ema = decay*ema + (1-decay)*weights")
+
+
 class Train(Section):
     epochs: int = Field(10, ge=1, description="training epochs")
     batch_size: int = Field(128, ge=1, description="training batch size")
@@ -129,6 +133,7 @@ class Train(Section):
     deterministic: bool = Field(True, description="torch deterministic algorithms")
     batch_transforms: list[Any] = Field(
         default_factory=list, description="per-batch transforms after augmentation (may give soft targets), see README")
+    ema: Ema | None = Field(None, description="moving average of the weights, updated every step and used for evaluation, best.pt and results (README: Moving average of the weights)")
 
     @field_validator("batch_transforms", mode="before")
     @classmethod

@@ -156,7 +156,8 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     trainer = Trainer(
         model, normalizer=Normalizer.fit(data.train.images, device), device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
-        channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"])
+        channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"],
+        ema_decay=tr["ema"]["decay"] if tr["ema"] else None)
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,

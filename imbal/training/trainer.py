@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
 from imbal.errors import NonFiniteLoss, UserError
@@ -129,8 +130,13 @@ class Trainer:
     def __init__(self, model: nn.Module, *, normalizer: Normalizer, device: torch.device,
                  generator: torch.Generator, amp: str = "auto", grad_clip: float | None = None,
                  eval_batch_size: int = 1024, channels_last: bool = False, log_every: int = 50,
-                 compile: bool = False):
-        self.model = model  # the classifier: evaluation, best.pt, results
+                 compile: bool = False, ema_decay: float | None = None):
+        self.model = model  # the classifier that trains
+        # train.ema: an exponential moving average of the classifier's weights (and BatchNorm
+        # statistics), updated after every step; when on, it is what evaluation, best.pt and
+        # results see. AveragedModel copies the weights at its first update.
+        self.ema = (None if ema_decay is None else AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True))
         self.normalizer = normalizer
         self.device, self.generator = device, generator  # generator: the run's (seeds.train)
         self.amp_dtype = amp_dtype_for(amp, device)
@@ -139,13 +145,19 @@ class Trainer:
         self.log_every = log_every
         self.compile = compile
         self._compiled: dict[int, nn.Module] = {}
-        self.model_forward = self._forward_of(model)
+        self.model_forward = self._forward_of(self.eval_model)
         self.cursor = EpochCursor()
         self.stop = StopFlag()
         self.stage: StageParts | None = None
         self.optimizer = self.scheduler = None
         self.scaler = self._new_scaler()
         self.eval_offset: torch.Tensor | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The classifier evaluation, best.pt and results use: the EMA's copy when train.ema
+        is on, else the one that trains."""
+        return self.model if self.ema is None else self.ema.module
 
     def _forward_of(self, module: nn.Module) -> nn.Module:
         # Compiled forward for the arithmetic; state (checkpoints) always from the plain module.
@@ -252,6 +264,8 @@ class Trainer:
             nn.utils.clip_grad_norm_(self.params, self.grad_clip)
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         with torch.no_grad():  # two writes per step; _fold turns them into cursor.sums
             self._losses[step] = loss
             self._correct[step] = self.objective.correct(out, target)
@@ -330,7 +344,7 @@ class Trainer:
     def confusion(self, images: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
         """The classifier's confusion matrix (whatever stage is running), with the evaluation
         logit offset of the supervised stage last begun."""
-        self.model.eval()
+        self.eval_model.eval()
         conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=self.device)
         offset = self.eval_offset
         for start in range(0, targets.numel(), self.eval_batch_size):
@@ -350,6 +364,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "cursor": self.cursor.state_dict(), "generator": self.generator.get_state(),
+                "ema": None if self.ema is None else self.ema.state_dict(),
                 "stage_generator": self.step_generator.get_state() if own else None}
 
     def load_state_dict(self, d: dict) -> None:
@@ -359,6 +374,10 @@ class Trainer:
         self.optimizer.load_state_dict(d["optimizer"])
         self.scheduler.load_state_dict(d["scheduler"])
         self.scaler.load_state_dict(d["scaler"])
+        if self.ema is not None:
+            if d.get("ema") is None:
+                raise ValueError("train.ema is on but the checkpoint has no moving average")
+            self.ema.load_state_dict(d["ema"])
         self.cursor.load_state_dict(d["cursor"], self.device)
         self.generator.set_state(d["generator"])
         if d.get("stage_generator") is not None:
