@@ -61,6 +61,7 @@ class Data(Section):
     download: bool = Field(False, description="let torchvision download missing files")
     image_size: int | None = Field(None, ge=4, description="resize images to this square size (null: the source's own size)")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified")
+    labelled_per_class: int | None = Field(None, ge=1, description="keep labels for this many training images per class (drawn with the data seed after the imbalance and the validation split); the others are the stream `unlabelled: rest` (README: Labelled subsets)")
     subset: Subset = Field(default_factory=Subset)
     imbalance: Imbalance = Field(default_factory=Imbalance)
     augment: Augment = Field(default_factory=Augment)
@@ -177,6 +178,8 @@ class Stage(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique name: metrics rows, TensorBoard tags")
     task: str | None = Field(None, description="pretext task (rotation | jigsaw); null: supervised on the labels")
     params: dict[str, Any] = Field(default_factory=dict, description="pretext task options")
+    semi: dict[str, Any] | None = Field(
+        None, description="semi-supervised method and its options, e.g. {name: mixmatch, k: 2}; needs unlabelled (README: MixMatch)")
     epochs: int | None = Field(None, ge=1, description="default: train.epochs")
     trains: Literal["all", "head"] = Field(
         "all", description="all, or head: the backbone frozen, BatchNorm statistics included")
@@ -189,8 +192,8 @@ class Stage(Section):
     schedule: dict[str, Any] | None = Field(
         None, description="keys over train.schedule; spans this stage and the stages continuing it")
     batch_transforms: list[Any] | None = Field(None, description="default: train.batch_transforms")
-    unlabelled: Literal["removed"] | None = Field(
-        None, description="a second, unlabelled stream: the images the imbalance removed")
+    unlabelled: Literal["removed", "rest"] | None = Field(
+        None, description="a second, unlabelled stream: removed, the images the imbalance removed; rest, the training images without labels (data.labelled_per_class)")
     unlabelled_batch_size: int | None = Field(
         None, ge=1, description="unlabelled images per step; null: each once an epoch, spread over the steps")
 
@@ -325,7 +328,7 @@ def fill_stages(cfg: Config) -> None:
         else:
             st.optimizer = _merged(Optimizer, tr.optimizer, st.optimizer or {}, f"{at}.optimizer")
             st.schedule = _merged(Schedule, tr.schedule, st.schedule or {}, f"{at}.schedule")
-        if st.task is None:
+        if st.task is None and st.semi is None:
             st.remedy = list(cfg.remedy) if st.remedy is None else st.remedy
             st.batch_transforms = (list(tr.batch_transforms) if st.batch_transforms is None
                                    else st.batch_transforms)

@@ -20,6 +20,7 @@ from imbal.data.imbalance import (
     target_counts,
 )
 from imbal.data.sources import Split, open_source, same_shape, take
+from imbal.errors import UserError
 
 
 @dataclass
@@ -32,6 +33,14 @@ class Prepared:
     pool: Split  # the training images the imbalance chose from (the source's, after any subset)
     removed_idx: torch.Tensor  # which of them it removed
     minority: list[int]
+    rest_idx: torch.Tensor | None = None  # data.labelled_per_class: the pool's unlabelled rest
+
+    @property
+    def rest(self) -> Split:
+        """With data.labelled_per_class: the training images not drawn as labels (the
+        `unlabelled: rest` stream); empty without it."""
+        idx = self.rest_idx if self.rest_idx is not None else torch.zeros(0, dtype=torch.long)
+        return _take(self.pool, idx)
 
     @property
     def removed(self) -> Split:
@@ -58,6 +67,8 @@ class Prepared:
         return {"classes": self.classes, "train": per_class(self.train), "val": per_class(self.val),
                 "test": per_class(self.test),
                 "removed": _bincount(self.pool.targets[self.removed_idx], self.num_classes),
+                **({} if self.rest_idx is None else
+                   {"unlabelled_rest": _bincount(self.pool.targets[self.rest_idx], self.num_classes)}),
                 "minority_classes": self.minority}
 
 
@@ -95,9 +106,31 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
     mask[kept] = False
     tr_idx, val_idx = stratified_split(train.targets[kept], data["val_fraction"], gen,
                                        class_names=ds.classes)
+    tr_idx, rest_idx = kept[tr_idx], None
+    if data.get("labelled_per_class") is not None:
+        tr_idx, rest_idx = labelled_subset(train.targets, tr_idx, data["labelled_per_class"], gen,
+                                           ds.classes)
     minority = (sorted(minority_override) if minority_override is not None
                 else minority_classes(imb["kind"], params, counts))
     # One copy per split, straight from the pool (indices composed, no intermediate copies).
-    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, kept[tr_idx]),
+    return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr_idx),
                     val=_take(train, kept[val_idx]), test=test, pool=train,
-                    removed_idx=mask.nonzero().flatten(), minority=minority)
+                    removed_idx=mask.nonzero().flatten(), minority=minority, rest_idx=rest_idx)
+
+
+def labelled_subset(targets: torch.Tensor, train_idx: torch.Tensor, per_class: int,
+                    gen: torch.Generator, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labelled, rest): `per_class` images of every class drawn with the data generator from
+    the (imbalanced, validation held out) training images `train_idx` (pool indices); the rest
+    of them are the unlabelled stream `unlabelled: rest`. Drawn after everything else, so the
+    other splits are those of the same config without labels."""
+    sizes = _bincount(targets[train_idx], len(classes))
+    short = [(c, n) for c, n in enumerate(sizes) if n < per_class]
+    if short:
+        c, n = short[0]
+        raise UserError(f"data.labelled_per_class {per_class}: class '{classes[c]}' has only {n} "
+                        f"training images (after the imbalance and the validation split)")
+    pick = subsample(targets[train_idx], [per_class] * len(classes), gen)
+    rest = torch.ones(train_idx.numel(), dtype=torch.bool)
+    rest[pick] = False
+    return train_idx[pick], train_idx[rest]

@@ -123,6 +123,7 @@ class StageParts:
     freeze_backbone_epochs: int = 0
     unlabelled: Any = None  # Split on the device, or None: no second stream
     unlabelled_batch_size: int | None = None  # None: each unlabelled image once an epoch
+    unlabelled_views: int = 1  # augmented copies of each unlabelled image (Batch.u, view-major)
     new_optimizer: bool = True  # False: the previous stage's optimizer continues
 
 
@@ -244,8 +245,11 @@ class Trainer:
             return None, None
         k = self._u_per_step
         idx = c.order_u[step * k:(step + 1) * k]
-        u = self.stage.unlabelled
-        return self.prepare(u.images[idx], train=True), u.targets[idx]
+        u, views = self.stage.unlabelled, self.stage.unlabelled_views
+        raw = u.images[idx]
+        x = (self.prepare(raw, train=True) if views == 1 else
+             torch.cat([self.prepare(raw, train=True) for _ in range(views)]))
+        return x, u.targets[idx]
 
     def _step(self, idx: torch.Tensor, step: int) -> None:
         x = self.prepare(self.images[idx], train=True)
