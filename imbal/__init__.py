@@ -38,6 +38,7 @@ REGISTRIES: dict[str, tuple[str, str]] = {
     "TASKS": ("imbal.pretext", "TASKS"),
     "BATCH_TRANSFORMS": ("imbal.remedies", "BATCH_TRANSFORMS"),
     "COPY_TRANSFORMS": ("imbal.remedies.transforms", "COPY_TRANSFORMS"),
+    "SEMI": ("imbal.semi", "SEMI"),
 }
 
 # Other public names: the Python API and the base classes a plugin builds on.

@@ -71,6 +71,7 @@ class Data(Section):
         "kept", description="kept: val_fraction of the imbalanced set; removed: val_per_class "
         "images per class from those the imbalance removed (a class short of them gives its kept ones)")
     val_per_class: int | None = Field(None, ge=1, description="val_from: removed: validation images per class")
+    labelled_per_class: int | None = Field(None, ge=1, description="keep labels for this many training images per class (drawn with the data seed after the imbalance and the validation split); the others are the stream `unlabelled: rest` (README: Labelled subsets)")
     subset: Subset = Field(default_factory=Subset)
     imbalance: Imbalance = Field(default_factory=Imbalance)
     augment: Augment = Field(default_factory=Augment)
@@ -124,6 +125,10 @@ class Schedule(Section):
     warmup_epochs: int = Field(0, ge=0, description="linear warm-up: lr x (e+1)/warmup_epochs in epoch e < warmup_epochs")
 
 
+class Ema(Section):
+    decay: float = Field(0.999, gt=0, lt=1, description="weight of the old average at each step: ema = decay*ema + (1-decay)*weights")
+
+
 class Train(Section):
     epochs: int = Field(10, ge=1, description="training epochs")
     batch_size: int = Field(128, ge=1, description="training batch size")
@@ -140,6 +145,7 @@ class Train(Section):
     deterministic: bool = Field(True, description="torch deterministic algorithms")
     batch_transforms: list[Any] = Field(
         default_factory=list, description="per-batch transforms after augmentation (may give soft targets), see README")
+    ema: Ema | None = Field(None, description="moving average of the weights, updated every step and used for evaluation, best.pt and results (README: Moving average of the weights)")
 
     @field_validator("batch_transforms", mode="before")
     @classmethod
@@ -186,6 +192,8 @@ class Stage(Section):
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique name: metrics rows, TensorBoard tags")
     task: str | None = Field(None, description="pretext task (rotation | jigsaw); null: supervised on the labels")
     params: dict[str, Any] = Field(default_factory=dict, description="pretext task options")
+    semi: dict[str, Any] | None = Field(
+        None, description="semi-supervised method and its options, e.g. {name: mixmatch, k: 2}; needs unlabelled (README: MixMatch)")
     epochs: int | None = Field(None, ge=1, description="default: train.epochs")
     trains: Literal["all", "head", "scales"] = Field(
         "all", description="all; head: the backbone frozen, BatchNorm statistics included; "
@@ -202,8 +210,8 @@ class Stage(Section):
     schedule: dict[str, Any] | None = Field(
         None, description="keys over train.schedule; spans this stage and the stages continuing it")
     batch_transforms: list[Any] | None = Field(None, description="default: train.batch_transforms")
-    unlabelled: Literal["removed"] | None = Field(
-        None, description="a second, unlabelled stream: the images the imbalance removed")
+    unlabelled: Literal["removed", "rest"] | None = Field(
+        None, description="a second, unlabelled stream: removed, the images the imbalance removed; rest, the training images without labels (data.labelled_per_class)")
     unlabelled_batch_size: int | None = Field(
         None, ge=1, description="unlabelled images per step; null: each once an epoch, spread over the steps")
 
@@ -341,7 +349,7 @@ def fill_stages(cfg: Config) -> None:
         else:
             st.optimizer = _merged(Optimizer, tr.optimizer, st.optimizer or {}, f"{at}.optimizer")
             st.schedule = _merged(Schedule, tr.schedule, st.schedule or {}, f"{at}.schedule")
-        if st.task is None:
+        if st.task is None and st.semi is None:
             st.remedy = list(cfg.remedy) if st.remedy is None else st.remedy
             st.batch_transforms = (list(tr.batch_transforms) if st.batch_transforms is None
                                    else st.batch_transforms)

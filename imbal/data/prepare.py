@@ -22,6 +22,7 @@ from imbal.data.imbalance import (
     target_counts,
 )
 from imbal.data.sources import Split, open_source, same_shape, take
+from imbal.errors import UserError
 
 
 @dataclass
@@ -36,6 +37,14 @@ class Prepared:
     minority: list[int]
     val_from_kept: list[int] | None = None  # val_from removed: per class, taken from the kept
     per_batch: bool = False  # imbalance.apply per_batch: not applied here, the loop masks batches
+    rest_idx: torch.Tensor | None = None  # data.labelled_per_class: the pool's unlabelled rest
+
+    @property
+    def rest(self) -> Split:
+        """With data.labelled_per_class: the training images not drawn as labels (the
+        `unlabelled: rest` stream); empty without it."""
+        idx = self.rest_idx if self.rest_idx is not None else torch.zeros(0, dtype=torch.long)
+        return _take(self.pool, idx)
 
     @property
     def removed(self) -> Split:
@@ -63,6 +72,8 @@ class Prepared:
                "test": per_class(self.test),
                "removed": _bincount(self.pool.targets[self.removed_idx], self.num_classes),
                "minority_classes": self.minority}
+        if self.rest_idx is not None:  # data.labelled_per_class: the unlabelled rest
+            out["unlabelled_rest"] = _bincount(self.pool.targets[self.rest_idx], self.num_classes)
         if self.val_from_kept is not None:  # validation from the removed images
             out["val_from_kept"] = self.val_from_kept
         if self.per_batch:
@@ -115,10 +126,32 @@ def prepare_data(data: dict, *, data_seed: int, minority_override: list[int] | N
         tr_idx, val_idx = stratified_split(train.targets[kept], data["val_fraction"], gen,
                                            class_names=ds.classes)
         tr, val = kept[tr_idx], kept[val_idx]
+    rest_idx = None
+    if data.get("labelled_per_class") is not None:
+        tr, rest_idx = labelled_subset(train.targets, tr, data["labelled_per_class"], gen, ds.classes)
     minority = (sorted(minority_override) if minority_override is not None
                 else minority_classes(imb["kind"], params, counts))
     # One copy per split, straight from the pool (indices composed, no intermediate copies).
     return Prepared(name=ds.name, classes=list(ds.classes), train=_take(train, tr),
                     val=_take(train, val), test=test, pool=train,
                     removed_idx=mask.nonzero().flatten(), minority=minority,
-                    val_from_kept=from_kept, per_batch=per_batch)
+                    val_from_kept=from_kept, per_batch=per_batch,
+                    rest_idx=rest_idx)
+
+
+def labelled_subset(targets: torch.Tensor, train_idx: torch.Tensor, per_class: int,
+                    gen: torch.Generator, classes: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(labelled, rest): `per_class` images of every class drawn with the data generator from
+    the (imbalanced, validation held out) training images `train_idx` (pool indices); the rest
+    of them are the unlabelled stream `unlabelled: rest`. Drawn after everything else, so the
+    other splits are those of the same config without labels."""
+    sizes = _bincount(targets[train_idx], len(classes))
+    short = [(c, n) for c, n in enumerate(sizes) if n < per_class]
+    if short:
+        c, n = short[0]
+        raise UserError(f"data.labelled_per_class {per_class}: class '{classes[c]}' has only {n} "
+                        f"training images (after the imbalance and the validation split)")
+    pick = subsample(targets[train_idx], [per_class] * len(classes), gen)
+    rest = torch.ones(train_idx.numel(), dtype=torch.bool)
+    rest[pick] = False
+    return train_idx[pick], train_idx[rest]

@@ -58,7 +58,11 @@ def _evaluate(run_dir: Path, which: str, device: str | None, imports: tuple[str,
     ckpt = load_checkpoint(run_dir / "checkpoints" / f"{which}.pt")
     setup = build_setup(cfg, quiet=True)
     try:
-        setup.trainer.model.load_state_dict(ckpt["model"])
+        tr = setup.trainer
+        if tr.ema is not None and ckpt.get("ema") is not None:  # last.pt: the moving average
+            tr.ema.load_state_dict(ckpt["ema"])
+        else:  # best.pt holds the evaluated model (the moving average when train.ema is on)
+            tr.eval_model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
         raise UserError(f"checkpoint does not fit the run's model: {str(err).splitlines()[0]}") from None
     metrics, _ = evaluate_split(setup, setup.data.test)

@@ -102,7 +102,7 @@ def _epoch(setup: Setup, epoch: int, ckpt_dir: Path, log: EpochLog, quiet: bool)
         score = val[setup.cfg["eval"]["select"]] if val is not None else float(epoch)
         if score > c.best_score:
             c.best_score, c.best_epoch = score, epoch + 1
-            atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.model.state_dict(),
+            atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.eval_model.state_dict(),
                                                       "epoch": epoch + 1, "stage": spec.name,
                                                       "score": score})
     c.history.append(row)
@@ -179,11 +179,11 @@ def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dic
     else:
         test_last = last["test"]
     best = load_checkpoint(run_dir / "checkpoints" / "best.pt")
-    last_state = {k: v.clone() for k, v in tr.model.state_dict().items()}
-    tr.model.load_state_dict(best["model"])
+    last_state = {k: v.clone() for k, v in tr.eval_model.state_dict().items()}
+    tr.eval_model.load_state_dict(best["model"])
     test, conf = evaluate_split(setup, data.test)
     val = evaluate_split(setup, data.val)[0] if data.val.targets.numel() else None
-    tr.model.load_state_dict(last_state)
+    tr.eval_model.load_state_dict(last_state)
     _write_confusion(run_dir, conf, data.classes, log, best["epoch"])
     counts = data.counts()
     return {

@@ -22,8 +22,8 @@ from imbal.remedies.plan import Plan, check_composition, parse_remedies
 from imbal.training.optim import check_schedule, resolve_optimizer
 from imbal.training.settings import apply_run_settings, seed_everything_local
 from imbal.training.stages import (
+    CLASSIFIER_KINDS,
     PRETEXT,
-    SUPERVISED,
     StageSpec,
     resolve_stages,
     selection_index,
@@ -60,6 +60,10 @@ def check_names(cfg: dict) -> None:
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
     specs = resolve_stages(cfg)
     check_stage_names(cfg, specs)
+    rest = [s for s in specs if s.unlabelled == "rest"]
+    if rest and cfg["data"]["labelled_per_class"] is None:
+        raise UserError(f"{rest[0].where}: unlabelled: rest needs data.labelled_per_class (the "
+                        f"training images left without labels are the rest)")
     if cfg["model"]["init_from"] and any(s.kind == PRETEXT for s in specs):
         which = "a pretext stage" if cfg["stages"] else "pretrain"
         raise UserError(f"{which} and model.init_from are both set: the loaded backbone "
@@ -119,7 +123,7 @@ def _plans(stages: list[StageSpec], data: Prepared, images: torch.Tensor,
     before the model exists (so a one-stage run draws exactly as it always did)."""
     plans, transforms = {}, {}
     for s in stages:
-        if s.kind != SUPERVISED:
+        if s.kind not in CLASSIFIER_KINDS:
             continue
         plans[s.index] = build_plan(s.remedy, images=images, targets=targets,
                                     num_classes=data.num_classes, minority_classes=data.minority,
@@ -170,7 +174,8 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     trainer = Trainer(
         model, normalizer=normalizer, device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
-        channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"])
+        channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"],
+        ema_decay=tr["ema"]["decay"] if tr["ema"] else None)
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,

@@ -20,12 +20,13 @@ import torch
 
 from imbal.data.batches import BatchAugment
 from imbal.data.sources import Split
+from imbal.errors import UserError
 from imbal.metrics import summarize
 from imbal.models.init import apply_init
 from imbal.training.objective import SupervisedObjective
 from imbal.training.optim import build_optimizer, build_scheduler
 from imbal.training.runs import rng_states, set_rng_states
-from imbal.training.stages import PRETEXT, SUPERVISED, StageSpec, chain_head
+from imbal.training.stages import PRETEXT, SEMI, SUPERVISED, StageSpec, chain_head
 from imbal.training.trainer import StageParts
 from imbal.training.two_stage import max_norm_hook, stage_parameters
 
@@ -57,6 +58,18 @@ def reinit_head(head: torch.nn.Module, seed: int, device: torch.device, init: st
             if hasattr(m, "reset_parameters"):
                 m.reset_parameters()
         apply_init(head, init)
+
+
+def unlabelled_stream(setup, spec: StageSpec) -> Split | None:
+    """The stage's second stream on the device: `removed` (the images the imbalance removed)
+    or `rest` (the training images data.labelled_per_class left without labels); None without
+    one, or when it is empty."""
+    if spec.unlabelled is None:
+        return None
+    split = setup.data.removed if spec.unlabelled == "removed" else setup.data.rest
+    if not split.targets.numel():
+        return None
+    return Split(split.images.to(setup.device), split.targets.to(setup.device))
 
 
 def evaluate_split(setup, split) -> tuple[dict, object]:
@@ -136,9 +149,7 @@ class Pretext:
                 objective = build()
         params = [*tr.model.features.parameters(), *objective.task.parameters()]
         opt, sched, new = _optimizer(setup, spec, params, fresh)
-        removed = data.removed if spec.unlabelled == "removed" else None
-        unlabelled = (Split(removed.images.to(device), removed.targets.to(device))
-                      if removed is not None and removed.targets.numel() else None)
+        unlabelled = unlabelled_stream(setup, spec)
         parts = StageParts(
             name=spec.name, objective=objective, images=setup.train_images,
             targets=setup.train_targets, sampler=None, optimizer=opt, scheduler=sched,
@@ -148,7 +159,7 @@ class Pretext:
             unlabelled_batch_size=spec.unlabelled_batch_size, new_optimizer=new)
         n = setup.train_targets.numel() + (unlabelled.targets.numel() if unlabelled else 0)
         return parts, (f"{spec.name}: {objective.task.describe()}; {n} images"
-                       f"{' (train + removed)' if unlabelled else ''}, {spec.epochs} epochs, "
+                       f"{f' (train + {spec.unlabelled})' if unlabelled else ''}, {spec.epochs} epochs, "
                        f"metrics on the {self._split(setup)[0]} images")
 
     @staticmethod
@@ -190,7 +201,29 @@ class Pretext:
         tr.cursor.outer_rng = None
 
 
-KINDS = {SUPERVISED: Supervised(), PRETEXT: Pretext()}
+class Semi(Supervised):
+    """The classifier on the labels and the unlabelled stream, with a semi-supervised method's
+    objective (imbal.semi); otherwise a supervised stage (trains, reinit_head, optimizer,
+    evaluation rows, selection)."""
+
+    def parts(self, setup, spec: StageSpec, fresh: bool) -> tuple[StageParts, str]:
+        from imbal.semi import build_semi
+
+        parts, line = super().parts(setup, spec, fresh)
+        unlabelled = unlabelled_stream(setup, spec)
+        if unlabelled is None:
+            raise UserError(f"{spec.where}: the unlabelled stream '{spec.unlabelled}' is empty")
+        objective = build_semi(spec.semi, setup.trainer.model, num_classes=setup.data.num_classes,
+                               where=f"stages[{spec.index}].semi")
+        parts.objective, parts.unlabelled = objective, unlabelled
+        parts.unlabelled_batch_size = spec.unlabelled_batch_size
+        parts.unlabelled_views = objective.views
+        return parts, (f"{line.partition('; remedy')[0]}; {objective.describe()}; "
+                       f"{parts.targets.numel()} labelled + {unlabelled.targets.numel()} unlabelled "
+                       f"({spec.unlabelled}) images")
+
+
+KINDS = {SUPERVISED: Supervised(), PRETEXT: Pretext(), SEMI: Semi()}
 
 
 def enter_stage(setup, index: int, *, fresh: bool) -> str:

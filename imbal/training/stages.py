@@ -7,7 +7,10 @@ Without it, today's configs keep their meaning: `pretrain:` becomes a pretext st
 "train"; a plain config is that one stage.
 
 Stage kinds: "supervised" (no `task`: the classifier on the labels, with the stage's remedy
-plan) and "pretext" (a `task`: the backbone plus the task's head). Rules, refused before any
+plan), "semi" (`semi: {name: ...}`: the classifier on the labels and the stage's unlabelled
+stream, with a semi-supervised method's objective, imbal.semi) and "pretext" (a `task`: the
+backbone plus the task's head). Supervised and semi stages train the classifier (CLASSIFIER_KINDS);
+below, "supervised" rules apply to both. Rules, refused before any
 work: at least one supervised stage; no pretext stage after the last supervised one (best.pt
 is chosen within the last supervised stage, on validation); `optimizer: continue` only on a
 supervised stage that follows a supervised stage (the same model parameters), and it keeps the
@@ -25,7 +28,8 @@ from imbal.remedies.batch import soft_target_transforms
 from imbal.remedies.plan import check_composition, check_soft_targets, parse_remedies
 from imbal.training.optim import check_schedule, resolve_optimizer
 
-SUPERVISED, PRETEXT = "supervised", "pretext"
+SUPERVISED, PRETEXT, SEMI = "supervised", "pretext", "semi"
+CLASSIFIER_KINDS = (SUPERVISED, SEMI)  # stages that train the classifier on the labels
 CONSTANT = {"name": "none", "t_max": None, "milestones": [], "gamma": 0.1, "warmup_epochs": 0}
 
 
@@ -35,7 +39,7 @@ class StageSpec:
 
     index: int
     name: str
-    kind: str  # SUPERVISED | PRETEXT
+    kind: str  # SUPERVISED | PRETEXT | SEMI
     epochs: int
     batch_size: int
     optimizer: dict | None  # None: continue the previous stage's optimizer and schedule
@@ -51,6 +55,7 @@ class StageSpec:
     params: dict | None = None
     unlabelled: str | None = None
     unlabelled_batch_size: int | None = None
+    semi: dict | None = None
 
     @property
     def where(self) -> str:
@@ -80,7 +85,7 @@ def resolve_stages(cfg: dict) -> list[StageSpec]:
     for i, s in enumerate(raw):
         opt = s.get("optimizer")
         specs.append(StageSpec(
-            index=i, name=s["name"], kind=PRETEXT if s.get("task") else SUPERVISED,
+            index=i, name=s["name"], kind=_kind(s),
             epochs=s["epochs"], batch_size=s["batch_size"],
             optimizer=None if opt == "continue" else opt,
             schedule=None if opt == "continue" else s["schedule"], schedule_epochs=s["epochs"],
@@ -88,9 +93,17 @@ def resolve_stages(cfg: dict) -> list[StageSpec]:
             trains=s.get("trains", "all"), reinit_head=s.get("reinit_head", False),
             freeze_backbone_epochs=s.get("freeze_backbone_epochs", 0), task=s.get("task"),
             params=s.get("params") or {}, unlabelled=s.get("unlabelled"),
-            unlabelled_batch_size=s.get("unlabelled_batch_size"), max_norm=s.get("max_norm")))
+            unlabelled_batch_size=s.get("unlabelled_batch_size"), max_norm=s.get("max_norm"),
+            semi=s.get("semi")))
     check_structure(specs)
     return [_with_schedule_span(specs, s) for s in specs]
+
+
+def _kind(s: dict) -> str:
+    if s.get("task") and s.get("semi"):
+        raise UserError(f"stage '{s['name']}': task and semi are both set; a stage is a pretext "
+                        f"stage (task) or a semi-supervised one (semi), not both")
+    return PRETEXT if s.get("task") else SEMI if s.get("semi") else SUPERVISED
 
 
 def _with_schedule_span(specs: list[StageSpec], spec: StageSpec) -> StageSpec:
@@ -113,12 +126,12 @@ def chain_head(specs: list[StageSpec], index: int) -> StageSpec:
 
 def selection_index(specs: list[StageSpec]) -> int:
     """The last supervised stage: best.pt is chosen on validation within it."""
-    return max(s.index for s in specs if s.kind == SUPERVISED)
+    return max(s.index for s in specs if s.kind in CLASSIFIER_KINDS)
 
 
 def check_structure(specs: list[StageSpec]) -> None:
     """The rules of the module docstring (no registry needed)."""
-    supervised = [s for s in specs if s.kind == SUPERVISED]
+    supervised = [s for s in specs if s.kind in CLASSIFIER_KINDS]
     if not supervised:
         raise UserError("stages: a run needs at least one supervised stage (one without task); "
                         "best.pt and results.json come from the last one")
@@ -126,11 +139,13 @@ def check_structure(specs: list[StageSpec]) -> None:
     for s in specs:
         if s.kind == PRETEXT:
             _check_pretext(s, last)
+        elif s.kind == SEMI:
+            _check_semi(s)
         else:
             _check_supervised(s)
         if s.optimizer is None:
             before = specs[s.index - 1] if s.index else None
-            if before is None or before.kind != SUPERVISED or s.kind != SUPERVISED:
+            if before is None or before.kind == PRETEXT or s.kind == PRETEXT:
                 raise UserError(f"{s.where}: optimizer: continue needs a supervised stage right "
                                 f"before it (the same parameters), and must be supervised itself")
 
@@ -155,7 +170,7 @@ def _check_supervised(s: StageSpec) -> None:
         raise UserError(f"{s.where}: params are a pretext task's options; this stage has no task")
     if s.unlabelled is not None:
         raise UserError(f"{s.where}: unlabelled images would be ignored: supervised training has "
-                        f"no use for them (pretext stages do)")
+                        f"no use for them (pretext and semi stages do)")
     if s.unlabelled_batch_size is not None:
         raise UserError(f"{s.where}: unlabelled_batch_size without unlabelled")
     if s.trains == "scales" and s.reinit_head:
@@ -164,6 +179,18 @@ def _check_supervised(s: StageSpec) -> None:
     if s.freeze_backbone_epochs and s.trains != "all":
         raise UserError(f"{s.where}: freeze_backbone_epochs with trains: {s.trains} (frozen throughout "
                         f"already); give one of them")
+
+
+def _check_semi(s: StageSpec) -> None:
+    if s.unlabelled is None:
+        raise UserError(f"{s.where}: semi ({s.semi.get('name')}) needs an unlabelled stream: "
+                        f"unlabelled: rest (with data.labelled_per_class) or removed")
+    meaningless = {"remedy": bool(s.remedy), "batch_transforms": bool(s.batch_transforms),
+                   "params": bool(s.params)}
+    bad = [k for k, v in meaningless.items() if v]
+    if bad:
+        raise UserError(f"{s.where}: {bad[0]} does not apply to a semi stage (its method's "
+                        f"objective is its loss and its mixing; options go in semi)")
 
 
 def _try_parts(s: StageSpec, where: str) -> None:
@@ -185,6 +212,11 @@ def check_names(cfg: dict, specs: list[StageSpec]) -> None:
 
             where = "pretrain.params" if not cfg.get("stages") else f"stages[{s.index}].params"
             check_params(s.task, s.params, where)
+            continue
+        if s.kind == SEMI:
+            from imbal.semi import check_semi
+
+            check_semi(s.semi, f"stages[{s.index}].semi")
             continue
         remedies = parse_remedies(s.remedy)
         check_composition(remedies)  # names, parameters and combinations

@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
+from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
 
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
 from imbal.errors import NonFiniteLoss, UserError
@@ -122,6 +123,7 @@ class StageParts:
     freeze_backbone_epochs: int = 0
     unlabelled: Any = None  # Split on the device, or None: no second stream
     unlabelled_batch_size: int | None = None  # None: each unlabelled image once an epoch
+    unlabelled_views: int = 1  # augmented copies of each unlabelled image (Batch.u, view-major)
     new_optimizer: bool = True  # False: the previous stage's optimizer continues
     batch_filter: Any = None  # (idx, targets, step) -> idx: data/per_batch.py's mask, or None
     step_hooks: list[Callable[[], None]] = field(default_factory=list)  # after each step (MaxNorm)
@@ -131,8 +133,13 @@ class Trainer:
     def __init__(self, model: nn.Module, *, normalizer: Normalizer, device: torch.device,
                  generator: torch.Generator, amp: str = "auto", grad_clip: float | None = None,
                  eval_batch_size: int = 1024, channels_last: bool = False, log_every: int = 50,
-                 compile: bool = False):
-        self.model = model  # the classifier: evaluation, best.pt, results
+                 compile: bool = False, ema_decay: float | None = None):
+        self.model = model  # the classifier that trains
+        # train.ema: an exponential moving average of the classifier's weights (and BatchNorm
+        # statistics), updated after every step; when on, it is what evaluation, best.pt and
+        # results see. AveragedModel copies the weights at its first update.
+        self.ema = (None if ema_decay is None else AveragedModel(
+            model, multi_avg_fn=get_ema_multi_avg_fn(ema_decay), use_buffers=True))
         self.normalizer = normalizer
         self.device, self.generator = device, generator  # generator: the run's (seeds.train)
         self.amp_dtype = amp_dtype_for(amp, device)
@@ -141,7 +148,7 @@ class Trainer:
         self.log_every = log_every
         self.compile = compile
         self._compiled: dict[int, nn.Module] = {}
-        self.model_forward = self._forward_of(model)
+        self.model_forward = self._forward_of(self.eval_model)
         self.cursor = EpochCursor()
         self.stop = StopFlag()
         self.stage: StageParts | None = None
@@ -149,6 +156,12 @@ class Trainer:
         self.optimizer = self.scheduler = None
         self.scaler = self._new_scaler()
         self.eval_offset: torch.Tensor | None = None
+
+    @property
+    def eval_model(self) -> nn.Module:
+        """The classifier evaluation, best.pt and results use: the EMA's copy when train.ema
+        is on, else the one that trains."""
+        return self.model if self.ema is None else self.ema.module
 
     def _forward_of(self, module: nn.Module) -> nn.Module:
         # Compiled forward for the arithmetic; state (checkpoints) always from the plain module.
@@ -236,8 +249,11 @@ class Trainer:
             return None, None
         k = self._u_per_step
         idx = c.order_u[step * k:(step + 1) * k]
-        u = self.stage.unlabelled
-        return self.prepare(u.images[idx], train=True), u.targets[idx]
+        u, views = self.stage.unlabelled, self.stage.unlabelled_views
+        raw = u.images[idx]
+        x = (self.prepare(raw, train=True) if views == 1 else
+             torch.cat([self.prepare(raw, train=True) for _ in range(views)]))
+        return x, u.targets[idx]
 
     def _step(self, idx: torch.Tensor, step: int) -> None:
         if self.batch_filter is not None:  # batches of varying size: count each one's images
@@ -263,6 +279,8 @@ class Trainer:
         self.scaler.update()
         for hook in self.stage.step_hooks:  # constraints on the updated parameters (MaxNorm)
             hook()
+        if self.ema is not None:
+            self.ema.update_parameters(self.model)
         with torch.no_grad():  # two writes per step; _fold turns them into cursor.sums
             self._losses[step] = loss
             self._correct[step] = self.objective.correct(out, target)
@@ -343,7 +361,7 @@ class Trainer:
     def confusion(self, images: torch.Tensor, targets: torch.Tensor, num_classes: int) -> torch.Tensor:
         """The classifier's confusion matrix (whatever stage is running), with the evaluation
         logit offset of the supervised stage last begun."""
-        self.model.eval()
+        self.eval_model.eval()
         conf = torch.zeros(num_classes, num_classes, dtype=torch.long, device=self.device)
         offset = self.eval_offset
         for start in range(0, targets.numel(), self.eval_batch_size):
@@ -363,6 +381,7 @@ class Trainer:
                 "optimizer": self.optimizer.state_dict(),
                 "scheduler": self.scheduler.state_dict(), "scaler": self.scaler.state_dict(),
                 "cursor": self.cursor.state_dict(), "generator": self.generator.get_state(),
+                "ema": None if self.ema is None else self.ema.state_dict(),
                 "stage_generator": self.step_generator.get_state() if own else None}
 
     def load_state_dict(self, d: dict) -> None:
@@ -372,6 +391,10 @@ class Trainer:
         self.optimizer.load_state_dict(d["optimizer"])
         self.scheduler.load_state_dict(d["scheduler"])
         self.scaler.load_state_dict(d["scaler"])
+        if self.ema is not None:
+            if d.get("ema") is None:
+                raise ValueError("train.ema is on but the checkpoint has no moving average")
+            self.ema.load_state_dict(d["ema"])
         self.cursor.load_state_dict(d["cursor"], self.device)
         self.generator.set_state(d["generator"])
         if d.get("stage_generator") is not None:
