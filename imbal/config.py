@@ -63,6 +63,8 @@ class Model(Section):
     params: dict[str, Any] = Field(default_factory=dict, description="backbone options, e.g. {activation: relu}")
     init_from: str | None = Field(None, description="run directory or checkpoint to start the backbone from")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
+    pretrained: str | None = Field(None, description="torchvision/ and timm/ backbones: imagenet (weights from the local cache) or a weights file, see README")
+    image_size: int | None = Field(None, ge=8, description="torchvision/ and timm/ backbones: resize batches to this size on the device (null: the pretrained weights' size, else none)")
 
 
 class Optimizer(Section):
@@ -111,6 +113,7 @@ class Eval(Section):
     minority_classes: list[int] | None = Field(None, description="default: from the imbalance")
     many_shot: int = Field(100, ge=1, description="classes with more training images are 'many'")
     few_shot: int = Field(20, ge=1, description="classes with fewer training images are 'few'")
+    embed: bool = Field(False, description="after training, t-SNE of best.pt's test features into RUN/embed (as imbal embed)")
 
 
 class Logging(Section):

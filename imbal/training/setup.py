@@ -17,7 +17,7 @@ from imbal.data.prepare import Prepared, prepare_data
 from imbal.data.sources import SOURCES, Split
 from imbal.errors import UserError
 from imbal.metrics import Groups
-from imbal.models import MODELS, build_model
+from imbal.models import build_model, check_model
 from imbal.remedies import build_plan
 from imbal.remedies.batch import build_batch_transforms
 from imbal.remedies.plan import Plan, check_composition, parse_remedies
@@ -51,7 +51,7 @@ def check_names(cfg: dict) -> None:
     """Refuse unknown component names and impossible stage lists before any data is read."""
     SOURCES.get(cfg["data"]["source"])
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
-    MODELS.get(cfg["model"]["backbone"])
+    check_model(cfg["model"])  # name, pretrained weights on this machine
     OPTIMIZERS.get(cfg["train"]["optimizer"]["name"])
     SCHEDULES.get(cfg["train"]["schedule"]["name"])
     check_composition(parse_remedies(cfg["remedy"]))  # names, parameters and combinations
@@ -168,12 +168,16 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     chosen = plans[selection_index(stages)]
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
+                        pretrained=cfg["model"]["pretrained"], resize_to=cfg["model"]["image_size"],
                         **cfg["model"]["params"]).to(device)
+    stats = getattr(model.features, "input_stats", None)  # pretrained weights' normalisation
+    normalizer = (Normalizer(*stats, device) if stats is not None
+                  else Normalizer.fit(data.train.images, device))
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
     trainer = Trainer(
-        model, normalizer=Normalizer.fit(data.train.images, device), device=device, generator=gen,
+        model, normalizer=normalizer, device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
         channels_last=channels_last, log_every=cfg["logging"]["log_every"], compile=tr["compile"])
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
