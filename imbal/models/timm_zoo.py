@@ -37,6 +37,14 @@ def _timm():
     return timm
 
 
+def _hf_cache() -> str:
+    try:
+        from huggingface_hub import constants
+    except ImportError:
+        return "HF_HUB_CACHE"
+    return constants.HF_HUB_CACHE
+
+
 def _cached_hf(repo: str, filename: str | None) -> Path | None:
     try:
         from huggingface_hub import try_to_load_from_cache
@@ -64,7 +72,8 @@ def locate_weights(name: str, pretrained: str) -> Path:
     if found is None:
         where = (f"put {hub_checkpoint(cfg.url).name} (from {cfg.url}) in "
                  f"{hub_checkpoint(cfg.url).parent}" if cfg.url else
-                 f"download https://huggingface.co/{cfg.hf_hub_id} into the Hugging Face cache")
+                 f"fetch https://huggingface.co/{cfg.hf_hub_id} into the Hugging Face cache "
+                 f"{_hf_cache()} (hf download {cfg.hf_hub_id})")
         raise UserError(f"ImageNet weights for {PREFIX}{name} are not on this machine: {where}, "
                         f"or set model.pretrained to the weights file")
     return found
