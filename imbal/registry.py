@@ -60,10 +60,10 @@ class Registry:
                 if name.startswith(prefix):
                     return resolve(name[len(prefix):])
         if name not in self._items:
-            families = "".join(f", {p}<name>" for p in sorted(self._families))
+            valid = self.names() + [f"{p}<name>" for p in sorted(self._families)]
             raise UserError(
                 f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; "
-                f"valid: {', '.join(self.names())}{families}"
+                f"valid: {', '.join(valid)}"
             )
         return self._items[name]
 

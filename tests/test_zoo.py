@@ -218,3 +218,22 @@ def test_pretrained_run_normalises_with_the_weights_statistics(tmp_path, torch_h
     state = setup.trainer.normalizer.state()
     assert state["mean"] == pytest.approx([sum(mean) / 3]) and state["std"] == pytest.approx(
         [sum(std) / 3])
+
+
+def test_registry_family_contract():
+    from imbal.registry import RegistrationError, Registry, restore, snapshot
+
+    reg = Registry("widget")
+    before = snapshot()
+    reg.register_family("fam/", lambda rest: (lambda: rest.upper()))
+    assert reg.get("fam/abc")() == "ABC" and reg.names() == []
+    with pytest.raises(RegistrationError):
+        reg.register_family("fam/", lambda rest: None)
+    with pytest.raises(RegistrationError):
+        reg.register_family("nofam", lambda rest: None)
+    with pytest.raises(UserError) as err:
+        reg.get("other")
+    assert str(err.value) == "unknown widget 'other'; valid: fam/<name>"
+    restore(before)
+    with pytest.raises(UserError):
+        reg.get("fam/abc")
