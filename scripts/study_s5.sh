@@ -7,8 +7,9 @@
 # color_jitter) on top of crop+flip. Report: runs/s5/report.md (differences vs 'resnext18-ce').
 #   scripts/study_s5.sh --workers 2              # GPU: 18 rows x 3 seeds x 200 epochs
 #   scripts/study_s5.sh --quick --workers 2      # CPU: 1 epoch on a subset, no colour jitter
-# --quick keeps 100 images a class before the tail and makes it ratio 10 (100 ... 10 images), so
-# the smallest class still gives the validation split an image.
+# --quick keeps 20 images a class before the tail, makes it ratio 4 (20 ... 5 images) and holds
+# out 20% for validation, so the smallest class still gives the validation split an image; 10
+# test images a class. A smoke test of the whole path (figures near chance), not a result.
 # Pretrained rows read torchvision's files from TORCH_HOME/hub/checkpoints (default
 # ~/.cache/torch/hub/checkpoints): resnet18-f37072fd.pth, resnet34-b627a593.pth,
 # resnet50-11ad3fa6.pth, resnext50_32x4d-1a0047aa.pth. Without them the full study is refused
@@ -17,8 +18,8 @@
 # 224; --quick: 32).
 source "$(dirname "${BASH_SOURCE[0]}")/study_lib.sh"
 study_parse s5 "$@"
-study_quick train.epochs=1 data.subset.per_class=100 data.subset.test_per_class=50 \
-    data.imbalance.ratio=10 train.batch_size=32
+study_quick train.epochs=1 data.subset.per_class=20 data.subset.test_per_class=10 \
+    data.imbalance.ratio=4 data.val_fraction=0.2 train.batch_size=16
 
 PT_SIZE="${S5_PRETRAINED_SIZE:-null}"
 COMMON="{}"
