@@ -4,7 +4,8 @@
 # ResNeXt-18/50 from scratch and ImageNet-pretrained ResNet-18/34/50 and ResNeXt-50 (torchvision's
 # weights; no ResNeXt-18 weights exist), each with cross-entropy and with balanced softmax.
 # Adam lr 1e-3, MultiStepLR [80, 120, 160] x0.2, 200 epochs, colour jitter (batch transform
-# color_jitter) on top of crop+flip. Report: runs/s5/report.md (differences vs 'resnext18-ce').
+# color_jitter) on top of crop+flip; every run ends with a t-SNE map of its test features
+# (eval.embed: RUN/embed/tsne.png). Report: runs/s5/report.md (differences vs 'resnext18-ce').
 #   scripts/study_s5.sh --workers 2              # GPU: 18 rows x 3 seeds x 200 epochs
 #   scripts/study_s5.sh --quick --workers 2      # CPU: 1 epoch on a subset, no colour jitter
 # --quick keeps 20 images a class before the tail, makes it ratio 4 (20 ... 5 images) and holds
@@ -26,7 +27,7 @@ COMMON="{}"
 if ((QUICK)); then
     PT_SIZE="${S5_PRETRAINED_SIZE:-32}"
 else
-    COMMON="{train.batch_transforms: [{name: color_jitter}]}"
+    COMMON="{train.batch_transforms: [{name: color_jitter}], eval.embed: true}"
 fi
 CHECKPOINTS="${TORCH_HOME:-${XDG_CACHE_HOME:-$HOME/.cache}/torch}/hub/checkpoints"
 
