@@ -90,7 +90,8 @@ def cmd_data(args: argparse.Namespace) -> int:
 # Commands that live in their own modules, with add_arguments(parser) and run(args).
 MODULE_COMMANDS = (("sweep", "imbal.study.sweep", "run a grid of configs x seeds"),
                    ("report", "imbal.study.report", "mean ± std tables and plots of runs"),
-                   ("bench", "imbal.bench.cli", "measure training throughput"))
+                   ("bench", "imbal.bench.cli", "measure training throughput"),
+                   ("embed", "imbal.study.embed", "t-SNE map of a run's test-set features"))
 INLINE_COMMANDS = ("train", "eval", "data")
 
 

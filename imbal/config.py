@@ -83,6 +83,8 @@ class Model(Section):
     init: str = Field("default", description="default (each backbone's own) | xavier_uniform | xavier_normal | kaiming_normal (biases zero), or a plugin's: applied once the model is built; model.init_from's weights then replace the backbone's")
     init_from: str | None = Field(None, description="run directory or checkpoint to start the backbone from")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
+    pretrained: str | None = Field(None, description="torchvision/ and timm/ backbones: imagenet (weights from the local cache) or a weights file, see README")
+    image_size: int | None = Field(None, ge=8, description="torchvision/ and timm/ backbones: resize batches to this size on the device (null: the pretrained weights' size, else none)")
 
 
 def _finite(value: Any) -> Any:
@@ -163,6 +165,7 @@ class Eval(Section):
     test_every: int | None = Field(
         None, ge=1, description="test every N supervised epochs for the logs; null: only best.pt and "
         "the last epoch (results.json), metrics.jsonl's test is null in the other epochs")
+    embed: bool = Field(False, description="after training, t-SNE of best.pt's test features into RUN/embed (as imbal embed)")
 
 
 class Logging(Section):

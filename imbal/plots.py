@@ -64,3 +64,33 @@ def save_counts(counts: dict, classes: list[str], path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)
+
+
+def embedding_png(xy: np.ndarray, labels: np.ndarray, classes: list[str], minority: list[int],
+                  title: str) -> bytes:
+    """A 2-D embedding (t-SNE) as PNG bytes: one colour per class; minority classes drawn as
+    larger triangles with a black outline, majority classes as dots."""
+    import io
+
+    plt = _pyplot()
+    cmap = plt.get_cmap("tab10" if len(classes) <= 10 else "tab20")
+    fig, ax = plt.subplots(figsize=(7.5, 6))
+    for c, name in enumerate(classes):
+        pts = xy[labels == c]
+        if not len(pts):
+            continue
+        colour = cmap(c % cmap.N)
+        if c in minority:
+            ax.scatter(pts[:, 0], pts[:, 1], s=28, marker="^", color=colour, edgecolors="black",
+                       linewidths=0.6, label=f"{name} (minority)")
+        else:
+            ax.scatter(pts[:, 0], pts[:, 1], s=10, marker="o", color=colour, label=name)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    ax.set_title(title, fontsize=9)
+    ax.legend(fontsize=7, markerscale=1.2, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=120)
+    plt.close(fig)
+    return buf.getvalue()

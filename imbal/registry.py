@@ -1,7 +1,9 @@
 """Name -> builder registries. Components are built from explicit arguments, never the config.
 
 Every component kind has one Registry (MODELS, REMEDIES, SOURCES, ...; `imbal/__init__.py`
-lists them). Built-ins and plugins register the same way, `@MODELS.register("name")`, so a
+lists them). A registry may also hold families: `register_family("timm/", resolve)` makes every
+name "timm/<rest>" resolve to `resolve(rest)` (a builder, or a UserError for an unknown rest),
+for model zoos too large to register name by name. Built-ins and plugins register the same way, `@MODELS.register("name")`, so a
 plugin's component gets the same lookup, did-you-mean and "valid: ..." list as a built-in one.
 """
 
@@ -29,6 +31,7 @@ class Registry:
     def __init__(self, kind: str):
         self.kind = kind
         self._items: dict[str, Callable[..., Any]] = {}
+        self._families: dict[str, Callable[[str], Callable[..., Any]]] = {}
         _ALL.append(self)
 
     def register(self, name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
@@ -45,11 +48,22 @@ class Registry:
 
         return deco
 
+    def register_family(self, prefix: str, resolve: Callable[[str], Callable[..., Any]]) -> None:
+        """Names `prefix + rest` resolve to `resolve(rest)`; prefix ends with "/"."""
+        if not prefix.endswith("/") or prefix in self._families:
+            raise RegistrationError(f"{self.kind} family {prefix!r}: must end with '/' and be new")
+        self._families[prefix] = resolve
+
     def get(self, name: str) -> Callable[..., Any]:
+        if isinstance(name, str) and name not in self._items:
+            for prefix, resolve in self._families.items():
+                if name.startswith(prefix):
+                    return resolve(name[len(prefix):])
         if name not in self._items:
+            valid = self.names() + [f"{p}<name>" for p in sorted(self._families)]
             raise UserError(
                 f"unknown {self.kind} '{name}'{did_you_mean(name, self.names())}; "
-                f"valid: {', '.join(self.names())}"
+                f"valid: {', '.join(valid)}"
             )
         return self._items[name]
 
@@ -66,12 +80,12 @@ class Registry:
 _ALL: list[Registry] = []  # every registry created so far (snapshot/restore below)
 
 
-def snapshot() -> dict[Registry, dict[str, Callable[..., Any]]]:
+def snapshot() -> dict[Registry, tuple[dict[str, Any], dict[str, Any]]]:
     """The contents of every registry now: a failed plugin import is rolled back to it."""
-    return {reg: dict(reg._items) for reg in _ALL}
+    return {reg: (dict(reg._items), dict(reg._families)) for reg in _ALL}
 
 
-def restore(state: dict[Registry, dict[str, Callable[..., Any]]]) -> None:
+def restore(state: dict[Registry, tuple[dict[str, Any], dict[str, Any]]]) -> None:
     """Put every registry in `state` back as it was (names registered since are dropped)."""
-    for reg, items in state.items():
-        reg._items = dict(items)
+    for reg, (items, families) in state.items():
+        reg._items, reg._families = dict(items), dict(families)

@@ -16,6 +16,7 @@ from pathlib import Path
 import pluginkit
 import pytest
 import synth
+import torch
 import yaml
 from test_standard_sources import as_official
 
@@ -76,6 +77,7 @@ def counts_of(data_root, monkeypatch, fresh):
 
     def resolve(config, overrides=(), imports=()):
         cfg = load_config(config, list(overrides), list(imports))
+        _place_weights(cfg["model"], monkeypatch, cache)
         check_names(cfg)
         _write_source(cfg["data"], root, written)
         if cfg["data"]["source"] in WRITERS:  # torchvision's md5 check passes on these files
@@ -88,6 +90,23 @@ def counts_of(data_root, monkeypatch, fresh):
         return counts
 
     return resolve
+
+
+def _place_weights(model: dict, monkeypatch, cache: Path) -> None:
+    """A config with `pretrained: imagenet` finds torchvision's weight file in a local
+    TORCH_HOME (the architecture's own state dict of fresh weights, under the file name the
+    weights enum gives): what a user puts there by hand, as the README says."""
+    if model.get("pretrained") != "imagenet":
+        return
+    from torchvision import models
+
+    name = model["backbone"].split("/", 1)[1]
+    home = cache / "torch_home"
+    monkeypatch.setenv("TORCH_HOME", str(home))
+    path = home / "hub" / "checkpoints" / models.get_model_weights(name).DEFAULT.url.rsplit("/", 1)[1]
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        torch.save(models.get_model(name, weights=None).state_dict(), path)
 
 
 def _write_source(data: dict, root: Path, written: set) -> None:

@@ -32,7 +32,9 @@ MODELS = Registry("backbone")
 HEADS = Registry("head")
 
 # Arguments that build_model passes itself; everything else in a builder's signature is a param.
-_FIXED_ARGS = ("in_channels", "image_size")
+# pretrained and resize_to (model.pretrained, model.image_size) go only to the zoo builders
+# (imbal/models/zoo.py), and only when set.
+_FIXED_ARGS = ("in_channels", "image_size", "pretrained", "resize_to")
 
 
 def choose(kind: str, name: Any, table: dict[str, Any]) -> Any:
@@ -167,9 +169,12 @@ def build_model(
     num_classes: int,
     image_size: int,
     head: str = "linear",
+    pretrained: str | None = None,
+    resize_to: int | None = None,
     **params: Any,
 ) -> Classifier:
-    """Build backbone `name` with a `head` ("linear" | "normed") for `num_classes` outputs."""
+    """Build backbone `name` with a `head` ("linear" | "normed") for `num_classes` outputs;
+    pretrained / resize_to: see imbal/models/zoo.py (checked there, before any work)."""
     builder = MODELS.get(name)
     make_head = HEADS.get(head)
     valid = backbone_params(name)
@@ -179,9 +184,14 @@ def build_model(
         raise UserError(
             f"unknown param(s) {', '.join(unknown)} for backbone '{name}'; valid: {listed}"
         )
+    zoo = {k: v for k, v in (("pretrained", pretrained), ("resize_to", resize_to)) if v is not None}
+    if zoo and not getattr(builder, "takes_zoo_args", False):
+        raise UserError(f"backbone '{name}' takes no {' or '.join(sorted(zoo))} (only the "
+                        f"torchvision/<name> and timm/<name> backbones do)")
     features = builder(
         in_channels=_check_count("in_channels", in_channels),
         image_size=_check_count("image_size", image_size),
+        **zoo,
         **params,
     )
     feature_dim = int(features.feature_dim)

@@ -58,7 +58,12 @@ def _train(cfg: dict, *, out_dir: str | None, overwrite: bool, quiet: bool, resu
             "optimizer": optimizer}
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
-    return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
+    results = fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
+    if cfg["eval"]["embed"]:
+        from imbal.study.tsne import embed_best
+
+        say(f"t-SNE of best.pt's test features -> {embed_best(setup, run_dir)}", quiet)
+    return results
 
 
 def describe_parts(setup) -> tuple[str, str]:

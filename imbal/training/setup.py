@@ -14,7 +14,7 @@ from imbal.data.prepare import Prepared, prepare_data
 from imbal.data.sources import SOURCES, Split
 from imbal.errors import UserError
 from imbal.metrics import Groups
-from imbal.models import MODELS, build_model
+from imbal.models import build_model, check_model
 from imbal.models.init import apply_init, check_init
 from imbal.remedies import build_plan
 from imbal.remedies.batch import build_batch_transforms
@@ -53,7 +53,7 @@ def check_names(cfg: dict) -> None:
     IMBALANCES.get(cfg["data"]["imbalance"]["kind"])
     if cfg["data"]["imbalance"]["apply"] == "per_batch":
         per_batch_period(cfg["data"]["imbalance"])
-    MODELS.get(cfg["model"]["backbone"])
+    check_model(cfg["model"])  # name, pretrained weights on this machine
     check_init(cfg["model"]["init"])
     resolve_optimizer(cfg["train"]["optimizer"], "train.optimizer")  # names, keys and values
     check_schedule(cfg["train"]["schedule"], cfg["train"]["epochs"])
@@ -117,27 +117,34 @@ def channels_last_for(setting: bool | str, device: torch.device) -> bool:
 
 
 def _plans(stages: list[StageSpec], data: Prepared, images: torch.Tensor,
-           targets: torch.Tensor, gen: torch.Generator,
-           normalizer: Normalizer) -> tuple[dict[int, Plan], dict[int, Any]]:
-    """Every supervised stage's remedy plan and batch transforms, resolved once, in stage order,
-    before the model exists (so a one-stage run draws exactly as it always did)."""
-    plans, transforms = {}, {}
+           targets: torch.Tensor, gen: torch.Generator) -> dict[int, Plan]:
+    """Every supervised stage's remedy plan, resolved once, in stage order, before the model
+    exists (so a one-stage run draws exactly as it always did)."""
+    plans = {}
     for s in stages:
-        if s.kind not in CLASSIFIER_KINDS:
-            continue
-        plans[s.index] = build_plan(s.remedy, images=images, targets=targets,
-                                    num_classes=data.num_classes, minority_classes=data.minority,
-                                    epochs=s.epochs, generator=gen)
-        built = build_batch_transforms(s.batch_transforms, num_classes=data.num_classes,
-                                       class_counts=plans[s.index].class_counts,
-                                       normalizer=normalizer)
-        if built is not None:
-            transforms[s.index] = built
+        if s.kind in CLASSIFIER_KINDS:
+            plans[s.index] = build_plan(s.remedy, images=images, targets=targets,
+                                        num_classes=data.num_classes,
+                                        minority_classes=data.minority, epochs=s.epochs,
+                                        generator=gen)
     heads = {plans[i].head for i in plans}
     if len(heads) > 1:
         raise UserError(f"stages need one classifier head, but their remedies ask for "
                         f"{' and '.join(sorted(heads))} heads (ldam uses a normed head)")
-    return plans, transforms
+    return plans
+
+
+def _transforms(stages: list[StageSpec], data: Prepared, plans: dict[int, Plan],
+                normalizer: Normalizer) -> dict[int, Any]:
+    """Every supervised stage's batch transforms (they draw nothing when built); `normalizer`:
+    the run's, which pixel-space transforms convert through."""
+    transforms = {}
+    for i, plan in plans.items():
+        built = build_batch_transforms(stages[i].batch_transforms, num_classes=data.num_classes,
+                                       class_counts=plan.class_counts, normalizer=normalizer)
+        if built is not None:
+            transforms[i] = built
+    return transforms
 
 
 def build_setup(cfg: dict, *, quiet: bool) -> Setup:
@@ -158,19 +165,25 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     images = data.train.images.to(device)
     targets = data.train.targets.to(device)
     stages = resolve_stages(cfg)
-    normalizer = Normalizer.fit(data.train.images, device)
-    plans, transforms = _plans(stages, data, images, targets, gen, normalizer)
+    plans = _plans(stages, data, images, targets, gen)
     chosen = plans[selection_index(stages)]
     model = build_model(cfg["model"]["backbone"], in_channels=data.channels,
                         num_classes=data.num_classes, image_size=data.image_size, head=chosen.head,
+                        pretrained=cfg["model"]["pretrained"], resize_to=cfg["model"]["image_size"],
                         **cfg["model"]["params"])
-    apply_init(model, cfg["model"]["init"])  # before init_from (fit) loads a backbone over it
+    if cfg["model"]["pretrained"] is None:  # a scheme never overwrites pretrained weights
+        apply_init(model, cfg["model"]["init"])  # before init_from (fit) loads a backbone over it
+    else:
+        apply_init(model.head, cfg["model"]["init"])
     model = model.to(device)
     add_lws_scales(model, stages, data.num_classes)
+    stats = getattr(model.features, "input_stats", None)  # pretrained weights' normalisation
+    normalizer = (Normalizer(*stats, device) if stats is not None
+                  else Normalizer.fit(data.train.images, device))
+    transforms = _transforms(stages, data, plans, normalizer)
     channels_last = channels_last_for(tr["channels_last"], device)
     if channels_last:
         model = model.to(memory_format=torch.channels_last)
-    normalizer = Normalizer.fit(data.train.images, device)
     trainer = Trainer(
         model, normalizer=normalizer, device=device, generator=gen,
         amp=tr["amp"], grad_clip=tr["grad_clip"], eval_batch_size=ev["batch_size"],
@@ -179,7 +192,8 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,
-                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"], fill=normalizer.black),
+                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"],
+                                                                 fill=normalizer.black),
                  train_images=images, train_targets=targets,
                  batch_filter=per_batch_mask(cfg["data"]["imbalance"], data.num_classes, device))
 
