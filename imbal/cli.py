@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from imbal.errors import NonFiniteLoss, UserError
+from imbal.errors import NonFiniteLoss, SweepStopped, UserError
 
 EXIT_USER, EXIT_NONFINITE = 2, 3
 
@@ -138,8 +138,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imbal: stopped by {err}; checkpoint saved. Resume with: "
               f"imbal train --resume {err.run_dir}", file=sys.stderr)
         return 128 + err.signum
+    except SweepStopped as err:
+        print(f"imbal: sweep stopped by {err}; its running runs stopped after their step, "
+              "with a checkpoint. Run the sweep again to finish the rest", file=sys.stderr)
+        return 128 + err.signum
     except NonFiniteLoss as err:
-        print(f"imbal: error: {err}; the last good checkpoint is kept", file=sys.stderr)
+        kept = getattr(err, "checkpoint", None)
+        print(f"imbal: error: {err}; " + (f"the last good checkpoint is kept ({kept})" if kept
+              else "no epoch had ended, so there is no checkpoint to keep"), file=sys.stderr)
         return EXIT_NONFINITE
     except KeyboardInterrupt:
         print("imbal: interrupted", file=sys.stderr)

@@ -7,3 +7,13 @@ class UserError(Exception):
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
+
+
+class SweepStopped(Exception):
+    """A signal stopped a sweep; its local workers were told and have ended."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum

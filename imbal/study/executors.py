@@ -15,8 +15,10 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -25,7 +27,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from imbal import plugins
-from imbal.errors import UserError
+from imbal.errors import SweepStopped, UserError
 
 if TYPE_CHECKING:
     from imbal.study.sweep import Sweep
@@ -58,11 +60,15 @@ def execute_job(job: dict[str, Any]) -> dict[str, Any]:
         (out / "error.txt").unlink(missing_ok=True)
         plugins.load(job.get("imports") or [])
         train = _import_fn(job.get("train_fn") or DEFAULT_TRAIN_FN)
-        train(job["cfg"], out_dir=str(out), overwrite=job["overwrite"], quiet=True)
+        # not quiet: the run's lines (one per epoch off a terminal) go to the sweep's log for it
+        train(job["cfg"], out_dir=str(out), overwrite=job["overwrite"], quiet=False)
         if not is_complete(out):
             raise RuntimeError("training returned but results.json is missing or not complete")
         return {"name": job["name"], "status": "done", "wall_s": round(time.time() - t0, 2)}
     except Exception as err:  # any failure of one run is recorded, never fatal to the sweep
+        if getattr(err, "signum", None) is not None:  # trainer.Interrupted: stopped cleanly
+            return {"name": job["name"], "status": "stopped", "wall_s": round(time.time() - t0, 2),
+                    "error": f"stopped by {err}; checkpoint saved"}
         out.mkdir(parents=True, exist_ok=True)
         (out / "error.txt").write_text(traceback.format_exc())
         return {"name": job["name"], "status": "failed", "wall_s": round(time.time() - t0, 2),
@@ -163,15 +169,57 @@ def _child_env(threads: int) -> dict[str, str]:
     return env
 
 
-def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """One run in a fresh `python -m imbal.study.executors JOB` process; its output goes to a log."""
-    job_file, out_file = work / f"{job['name']}.pkl", work / f"{job['name']}.out.json"
+class Children:
+    """The sweep's live worker processes. SIGTERM to the sweep (kill, a scheduler) is passed on
+    to each of them (a run stops after its step, with a checkpoint) and no further run starts;
+    the sweep then waits for them and exits."""
+
+    def __init__(self):
+        self.procs: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.signum: int | None = None
+
+    def start(self, argv: list[str], **kw: Any) -> subprocess.Popen | None:
+        with self.lock:
+            if self.signum is not None:
+                return None
+            proc = subprocess.Popen(argv, **kw)
+            self.procs.add(proc)
+            return proc
+
+    def ended(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def forward(self, signum: int, frame: Any = None) -> None:
+        self.signum = signum
+        for proc in list(self.procs):
+            try:
+                proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+
+def _run_child(job: dict[str, Any], work: Path, env: dict[str, str], children: Children,
+               say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One run in a fresh `python -m imbal.study.executors JOB` process; its output goes to a
+    log, as it comes. Job files are named per sweep process."""
+    job_file = work / f"{job['name']}.{os.getpid()}.pkl"
+    out_file = job_file.with_suffix(".out.json")
     log = work.parent / "logs" / f"{job['name']}.log"
     job_file.write_bytes(pickle.dumps(job))
     out_file.unlink(missing_ok=True)
     with open(log, "w") as fh:
-        rc = subprocess.run([sys.executable, "-m", "imbal.study.executors", str(job_file)],
-                            stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        proc = children.start([sys.executable, "-m", "imbal.study.executors", str(job_file)],
+                              stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if proc is None:
+            job_file.unlink(missing_ok=True)
+            return {"name": job["name"], "status": "stopped", "wall_s": None,
+                    "error": "not started: the sweep was stopped"}
+        if say is not None:
+            say(f"started {job['name']}  (log: {log})")
+        rc = proc.wait()
+        children.ended(proc)
     if out_file.is_file():
         outcome = json.loads(out_file.read_text())
         job_file.unlink(missing_ok=True)
@@ -183,20 +231,30 @@ def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str
 
 
 def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path, workers: int,
-              threads: int) -> Iterator[dict[str, Any]]:
-    """Run jobs in `workers` parallel processes; yield each outcome as it finishes."""
+              threads: int, say: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
+    """Run jobs in `workers` parallel processes; yield each outcome as it finishes. SIGTERM
+    is forwarded to the workers; once they have stopped, SweepStopped is raised."""
     work = sweep_dir / ".jobs"
     work.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "logs").mkdir(exist_ok=True)
-    env = _child_env(threads)
+    env = {**_child_env(threads), "PYTHONUNBUFFERED": "1"}
+    children = Children()
+    try:
+        old = signal.signal(signal.SIGTERM, children.forward)
+    except ValueError:  # not the main thread: leave signals alone
+        old = None
     pool = ThreadPoolExecutor(max_workers=workers)
     try:
-        futures = [pool.submit(_run_child, job, work, env) for job in jobs]
+        futures = [pool.submit(_run_child, job, work, env, children, say) for job in jobs]
         for fut in as_completed(futures):
             yield fut.result()
     finally:
         # On Ctrl-C the children got SIGINT from the terminal too; drop what has not started.
         pool.shutdown(wait=True, cancel_futures=True)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    if children.signum is not None:
+        raise SweepStopped(children.signum)
 
 
 # ---------------------------------------------------------------- Slurm through submitit

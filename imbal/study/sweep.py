@@ -33,6 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imbal import plugins
 from imbal.errors import UserError
+from imbal.locks import FolderLock
 from imbal.study import executors as sweep_exec
 from imbal.study.executors import DEFAULT_TRAIN_FN, prepare_jobs
 
@@ -330,6 +331,14 @@ def _summarise(sweep: Sweep, outcomes: list[dict[str, Any]], skipped: list[str],
     return summary
 
 
+def eta(elapsed: float, finished: int, total: int) -> str:
+    """'  ETA 3m20s' for what is left, at the pace so far (runs end in waves of workers)."""
+    if finished >= total or finished == 0:
+        return ""
+    left = round(elapsed / finished * (total - finished))
+    return f"  ETA {left // 3600}h{left // 60 % 60:02d}m" if left >= 3600 else f"  ETA {left // 60}m{left % 60:02d}s"
+
+
 def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
               dry_run: bool = False, out: str | None = None, extra: dict[str, Any] | None = None,
               overwrite: bool = False, train_fn: str = DEFAULT_TRAIN_FN,
@@ -348,6 +357,18 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
     if dry_run:
         _list_runs(sweep, jobs, skipped, say)
         return 0
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(sweep.out, "sweep folder").acquire()  # one sweep at a time in a folder
+    try:
+        return _drive(sweep, jobs, skipped, executor=executor, workers=workers, threads=threads,
+                      slurm=slurm, wait=wait, cluster=cluster, say=say)
+    finally:
+        lock.release()
+
+
+def _drive(sweep: Sweep, jobs: list[dict[str, Any]], skipped: list[str], *, executor: str,
+           workers: int, threads: int | None, slurm: dict[str, Any], wait: bool, cluster: str,
+           say) -> int:
     write_sweep_json(sweep)
     t0, outcomes = time.time(), []
     if not jobs:
@@ -355,7 +376,8 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
     elif executor == "local":
         how = (f"local, {workers} worker{'s' if workers > 1 else ''} x {threads} "
                f"thread{'s' if threads > 1 else ''}")
-        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, workers=workers, threads=threads)
+        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, workers=workers, threads=threads,
+                                      say=say)
     else:
         how = f"submitit ({cluster})"
         stream = sweep_exec.run_slurm(jobs, folder=sweep.out / "submitit", opts=slurm, wait=wait,
@@ -363,7 +385,8 @@ def run_sweep(path: str | Path, *, workers: int = 1, executor: str = "local",
     for i, o in enumerate(stream, 1):
         outcomes.append(o)
         tail = f"  {o.get('error')}" if o["status"] != "done" else ""
-        say(f"[{i}/{len(jobs)}] {o['status']:<6} {o['name']} ({o.get('wall_s') or 0:.1f} s){tail}")
+        say(f"[{i}/{len(jobs)}] {o['status']:<6} {o['name']} ({o.get('wall_s') or 0:.1f} s){tail}"
+            f"{eta(time.time() - t0, i, len(jobs))}")
     if executor != "local" and not wait:
         say(f"not waiting; when the jobs finish: imbal report {sweep.out}")
         return 0

@@ -40,7 +40,8 @@ def _evaluate(run_dir: Path, which: str, device: str | None, imports: tuple[str,
     metrics, _ = evaluate_split(setup, setup.data.test)
     out = {"checkpoint": which, "epoch": ckpt.get("epoch", ckpt.get("cursor", {}).get("epoch")),
            "test": metrics}
-    atomic_write_json(run_dir / f"eval_{which}.json", out)
+    # printed first: a run directory that cannot be written to still shows its figures
     print(json.dumps({k: metrics[k] for k in ("top1", "balanced_acc", "macro_f1",
-                                               "minority_acc", "majority_acc")}, indent=2))
+                                               "minority_acc", "majority_acc")}, indent=2), flush=True)
+    atomic_write_json(run_dir / f"eval_{which}.json", out)
     return out

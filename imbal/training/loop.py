@@ -150,8 +150,18 @@ def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t
         atomic_write_json(run_dir / "meta.json", {**meta, "status": "interrupted"})
         log.close()
         raise
-    except NonFiniteLoss:
+    except NonFiniteLoss as err:
+        last_pt = run_dir / "checkpoints" / "last.pt"
+        err.checkpoint = str(last_pt) if last_pt.is_file() else None
         atomic_write_json(run_dir / "meta.json", {**meta, "status": "failed: non-finite loss"})
+        log.close()
+        raise
+    except OSError as err:  # a full disk: record it if there is room for that, keep last.pt
+        try:
+            atomic_write_json(run_dir / "meta.json", {**meta, "status": "failed: cannot write "
+                                                      f"{err.filename or 'a file'}: {err.strerror}"})
+        except OSError:
+            pass
         log.close()
         raise
     results = finish(setup, run_dir, log, last)
@@ -200,9 +210,14 @@ def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dic
 
 
 def _write_confusion(run_dir: Path, conf: np.ndarray, classes: list[str], log: EpochLog, epoch: int) -> None:
-    header = "true\\pred," + ",".join(classes)
-    rows = [f"{c}," + ",".join(str(int(v)) for v in conf[i]) for i, c in enumerate(classes)]
-    atomic_write_text(run_dir / "confusion.csv", "\n".join([header, *rows]) + "\n")
+    import csv
+    import io
+
+    buf = io.StringIO()  # the csv module quotes class names with commas or quotes in them
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["true\\pred", *classes])
+    out.writerows([c, *(int(v) for v in conf[i])] for i, c in enumerate(classes))
+    atomic_write_text(run_dir / "confusion.csv", buf.getvalue())
     title = f"test confusion, best epoch {epoch}"
     save_confusion(conf, classes, title, run_dir / "confusion.png")
     if log.writer is not None:

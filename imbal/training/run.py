@@ -7,6 +7,7 @@ from pathlib import Path
 
 from imbal.config import dump_yaml, resolve
 from imbal.console import say
+from imbal.locks import FolderLock
 from imbal.training.loop import fit
 from imbal.training.optim import build_optimizer, describe_optimizer, describe_schedule
 from imbal.training.runs import (
@@ -43,7 +44,15 @@ def _train(cfg: dict, *, out_dir: str | None, overwrite: bool, quiet: bool, resu
     check_run_dir(run_dir, overwrite=overwrite, resume=resume)
     t_start = time.time()
     setup = build_setup(cfg, quiet=quiet)
-    create_run_dir(run_dir, overwrite=overwrite, resume=resume)  # only once the setup is sound
+    lock = FolderLock(run_dir, "run directory")  # one writer: held until this run ends
+    create_run_dir(run_dir, overwrite=overwrite, resume=resume, lock=lock)  # once the setup is sound
+    try:
+        return _run(setup, cfg, run_dir, resume=resume, quiet=quiet, t_start=t_start)
+    finally:
+        lock.release()
+
+
+def _run(setup, cfg: dict, run_dir: Path, *, resume: bool, quiet: bool, t_start: float) -> dict:
     counts = setup.data.counts()
     say(f"run {run_dir}  ({setup.data.name}, {cfg['model']['backbone']}, device {setup.device})", quiet)
     say(format_counts(counts), quiet)
