@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from imbal.errors import NonFiniteLoss, SweepStopped, UserError
+from imbal.errors import Interrupted, NonFiniteLoss, SweepStopped, UserError
 
 EXIT_USER, EXIT_NONFINITE = 2, 3
 
@@ -38,8 +38,6 @@ def _load(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from imbal.training import run as runner
-
     if args.resume:
         run_dir = Path(args.resume)
         if args.config:
@@ -52,7 +50,9 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("missing config: imbal train CONFIG.yaml (or --resume RUN_DIR)")
     else:
         out = args.out
-    cfg = _load(args)
+    cfg = _load(args)  # refused before torch is imported: a refusal returns at once
+    from imbal.training import run as runner
+
     runner.train(cfg, out_dir=out, overwrite=args.overwrite, quiet=args.quiet,
                  resume=bool(args.resume))
     return 0
@@ -127,8 +127,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(modules=command not in INLINE_COMMANDS).parse_args(argv)
-    from imbal.training.trainer import Interrupted
-
     try:
         return int(args.func(args) or 0)
     except UserError as err:

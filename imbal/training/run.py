@@ -35,7 +35,11 @@ def train(cfg: dict, *, out_dir: str | None = None, overwrite: bool = False, qui
 
 def _train(cfg: dict, *, out_dir: str | None, overwrite: bool, quiet: bool, resume: bool) -> dict:
     cfg = resolve(cfg)
-    run_dir = Path(out_dir) if out_dir else Path(cfg["logging"]["out_dir"]) / cfg["name"]
+    run_dir = run_dir_of(cfg, out_dir)
+    if cfg["model"]["init_from"] and not resume:  # before anything is built or created
+        from imbal.pretext.transfer import resolve_source
+
+        resolve_source(cfg["model"]["init_from"])
     if resume:  # an older imbal's run: say so, before its config meets today's checks
         check_resumable_file(run_dir / "checkpoints" / "last.pt")
     check_names(cfg)
@@ -66,6 +70,11 @@ def _run(setup, cfg: dict, run_dir: Path, *, resume: bool, quiet: bool, t_start:
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
+
+
+def run_dir_of(cfg: dict, out_dir: str | None) -> Path:
+    """--out, else logging.out_dir/name; a leading ~ is the user's home in both."""
+    return Path(out_dir or Path(cfg["logging"]["out_dir"]) / cfg["name"]).expanduser()
 
 
 def describe_parts(setup) -> tuple[str, str]:

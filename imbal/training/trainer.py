@@ -26,18 +26,9 @@ from torch.optim import Optimizer
 from torch.optim.lr_scheduler import LRScheduler
 
 from imbal.data.batches import BatchAugment, Normalizer, batch_slices, num_batches
-from imbal.errors import NonFiniteLoss, UserError
+from imbal.errors import Interrupted, NonFiniteLoss, UserError
 from imbal.metrics import confusion_update
 from imbal.training.objective import Batch
-
-
-class Interrupted(Exception):
-    """SIGINT/SIGTERM arrived; the trainer stopped after the current step."""
-
-    def __init__(self, signum: int):
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
-        self.run_dir = "RUN_DIR"  # filled in by the epoch loop, for the resume hint
 
 
 def amp_dtype_for(setting: str, device: torch.device) -> torch.dtype | None:

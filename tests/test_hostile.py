@@ -1,0 +1,125 @@
+"""Issue 17, careless and hostile input: each refused in one line before any work, with nothing
+left behind."""
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from imbal.cli import main
+from imbal.config import load_config
+from imbal.errors import UserError
+from imbal.input_checks import MAX_NODES, expanded_size
+
+
+@pytest.mark.parametrize("sets,message", [
+    (["name=../../x"], "bad value for 'name': value error, must be a single folder name (no '/', "
+                       "not '.' or '..'); use --out to choose where the run goes (got '../../x')"),
+    (["name=/abs"], "bad value for 'name': value error, must be a single folder name"),
+    (["name=."], "bad value for 'name': value error, must be a single folder name"),
+    (["name=.."], "bad value for 'name': value error, must be a single folder name"),
+    (["model.params={activation: relu, slope: .nan}"],
+     "bad value for 'model.params': value error, must be finite (no nan or inf)"),
+    (["pretrain={task: rotation, params: {x: .inf}}"],
+     "bad value for 'pretrain.params': value error, must be finite (no nan or inf)"),
+    (["remedy=[{name: class_weights, beta: .nan}]"],
+     "bad value for 'remedy[0]': value error, must be finite (no nan or inf)"),
+    (["stages=[{name: a, remedy: [{name: focal, gamma: .inf}]}]"],
+     "bad value for 'stages[0].remedy[0]': value error, must be finite (no nan or inf)"),
+    (["train.epochs=true"], "bad value for 'train.epochs': value error, must be an integer (got True)"),
+    (["train.epochs='2'"], "bad value for 'train.epochs': value error, must be an integer (got '2')"),
+    (["seeds.data=false"], "bad value for 'seeds.data': value error, must be an integer (got False)"),
+    (["train.grad_clip=true"], "bad value for 'train.grad_clip': value error, must be a number (got True)"),
+    (["train.optimizer.lr=.inf"], "bad value for 'train.optimizer.lr': input should be a finite number"),
+    (["train.optimizer={name: sgd, lr: 0.1, weight_decay: .inf}"],
+     "bad value for 'train.optimizer.weight_decay': value error, must be finite"),
+    (["train.batch_size=100000000000000000000000"],
+     "bad value for 'train.batch_size': input should be less than or equal to 1048576"),
+    (["seeds.train=100000000000000000000000000"],
+     "bad value for 'seeds.train': input should be less than or equal to 9223372036854775807"),
+    (["data.image_size=1000000"], "bad value for 'data.image_size': input should be less than or equal to 4096"),
+    (["data.augment.crop_padding=100000"],
+     "bad value for 'data.augment.crop_padding': input should be less than or equal to 1024"),
+    (["train.threads=1000000"], "bad value for 'train.threads': input should be less than or equal to 4096"),
+])
+def test_hostile_values_are_refused(sets, message):
+    with pytest.raises(UserError) as err:
+        load_config(None, sets)
+    assert str(err.value).startswith(message), str(err.value)
+
+
+def test_numbers_as_yaml_reads_them_still_pass():
+    cfg = load_config(None, ["train.optimizer.lr=1e-3", "train.epochs=2", "seeds.data=-1"])
+    assert cfg["train"]["optimizer"]["lr"] == 0.001 and cfg["train"]["epochs"] == 2
+
+
+BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{c}: &{c} [{', '.join(['*' + p] * 10)}]\n" for p, c in zip("abcdefgh", "bcdefghi", strict=True)) + \
+    "model: {params: {big: *i}}\n"
+
+
+def test_a_yaml_alias_bomb_is_refused_at_once(tmp_path):
+    p = tmp_path / "bomb.yaml"
+    p.write_text(BOMB)
+    t0 = time.perf_counter()
+    with pytest.raises(UserError) as err:
+        load_config(p)
+    assert time.perf_counter() - t0 < 0.5
+    assert str(err.value) == (f"config {p}: YAML aliases expand to more than {MAX_NODES} values; "
+                              "refused (not a config)")
+    with pytest.raises(UserError, match="override 'model.params': YAML aliases expand"):
+        load_config(None, ["model.params={a: &a [1, 1, 1, 1, 1, 1, 1, 1, 1, 1], b: &b [*a, *a, *a, *a, "
+                           "*a, *a, *a, *a, *a, *a], c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b, *b], "
+                           "d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c, *c], e: [*d, *d, *d, *d, *d, *d, *d, *d, *d, *d, *d]}"])
+    assert expanded_size({"a": [1, 2]}) == 5
+
+
+@pytest.mark.parametrize("content,message", [
+    (b"", "is empty; give at least data: {source: ...}"),
+    (b"  \n\n", "is empty; give at least data: {source: ...}"),
+    (b"# only a comment\n", "holds only comments; give at least data: {source: ...}"),
+    (b"name: \xff\xfe caf\xe9\n", "is not UTF-8 text (byte 6); is it a YAML file?"),
+])
+def test_empty_and_binary_config_files_are_refused(tmp_path, content, message):
+    p = tmp_path / "c.yaml"
+    p.write_bytes(content)
+    with pytest.raises(UserError) as err:
+        load_config(p)
+    assert str(err.value) == f"config {p} {message}"
+
+
+def test_a_bad_init_from_leaves_nothing_behind(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: x\n")
+    out = tmp_path / "out"
+    code = main(["train", str(cfg), "--out", str(out), "--quiet", "--set", "train.epochs=1",
+                 "--set", f"model.init_from={tmp_path / 'nowhere'}"])
+    assert code == 2
+    assert capsys.readouterr().err == (f"imbal: error: model.init_from {tmp_path / 'nowhere'}: "
+                                       "no such run directory or checkpoint file\n")
+    assert not out.exists()
+
+
+def test_a_tilde_in_out_dir_is_expanded(tmp_path, monkeypatch):
+    from imbal.training.run import run_dir_of
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    cfg = load_config(None, ["logging.out_dir=~/runs", "name=a"])
+    assert run_dir_of(cfg, None) == tmp_path / "runs" / "a"
+    assert run_dir_of(cfg, "~/elsewhere") == tmp_path / "elsewhere"
+
+
+def test_a_refusal_returns_in_well_under_a_second(tmp_path):
+    """The config is checked before torch is imported (a refusal used to take ~2 s)."""
+    (tmp_path / "c.yaml").write_text("name: ../x\n")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    code = ("import sys, time; t = time.perf_counter(); from imbal.cli import main; "
+            "rc = main(['train', 'c.yaml']); print(rc, 'torch' in sys.modules, time.perf_counter() - t)")
+    got = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    rc, torch_loaded, _seconds = got.stdout.split()
+    assert (rc, torch_loaded) == ("2", "False"), got.stderr
+    assert "must be a single folder name" in got.stderr
