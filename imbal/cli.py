@@ -70,6 +70,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from imbal.training.setup import format_counts
 
     cfg = _load(args)
+    if args.plot:  # before the work: a plot that cannot be written is refused at once
+        folder = Path(args.plot).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise UserError(f"--plot {args.plot}: folder {folder} does not exist")
     data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
                         minority_override=cfg["eval"]["minority_classes"])
     counts = data.counts()

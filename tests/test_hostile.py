@@ -123,3 +123,81 @@ def test_a_refusal_returns_in_well_under_a_second(tmp_path):
     rc, torch_loaded, _seconds = got.stdout.split()
     assert (rc, torch_loaded) == ("2", "False"), got.stderr
     assert "must be a single folder name" in got.stderr
+
+
+def test_checkpoint_errors_are_complete_and_never_suggest_unsafe_loading(tmp_path):
+    import torch
+
+    from imbal.training.runs import load_checkpoint
+
+    class Evil:
+        def __reduce__(self):
+            return (os.system, ("echo pwned",))
+
+    evil, cut = tmp_path / "evil.pt", tmp_path / "cut.pt"
+    torch.save({"format": "imbal", "model": Evil()}, evil)
+    cut.write_bytes(evil.read_bytes()[:100])
+    with pytest.raises(UserError) as err:
+        load_checkpoint(evil)
+    assert str(err.value) == (f"cannot load checkpoint {evil}: it holds objects other than plain "
+                              "data (Trying to load unsupported GLOBAL posix.system whose module "
+                              "posix is blocked); imbal loads checkpoints as data only and never "
+                              "runs code from them")
+    with pytest.raises(UserError) as err:
+        load_checkpoint(cut)
+    assert str(err.value) == (f"cannot load checkpoint {cut}: PytorchStreamReader failed reading "
+                              "zip archive: failed finding central directory (the file is "
+                              "truncated or corrupt)")
+
+
+def test_a_shape_mismatch_names_the_backbones(tmp_path, capsys):
+    import yaml
+
+    from imbal.training.run import train
+
+    run = tmp_path / "r"
+    train(load_config(None, ["train.epochs=1", "logging.progress=false", "logging.tensorboard=false",
+                             "train.threads=1", "data.subset={per_class: 20}"]), out_dir=str(run))
+    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg["model"]["backbone"] = "small_cnn"
+    cfg["model"]["params"] = {}
+    (run / "config.yaml").write_text(yaml.safe_dump(cfg))
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"imbal: error: checkpoint {run / 'checkpoints' / 'best.pt'} was made with "
+                          "backbone 'lenet', the config builds 'small_cnn' (")
+    assert err.count("\n") == 1
+
+
+def test_a_symlink_loop_in_an_image_folder_is_one_line(tmp_path):
+    from synth import write_image_folder
+
+    from imbal.data.imagefolder import _list_files
+
+    write_image_folder(str(tmp_path), ["a", "b"], 2)
+    os.symlink("..", tmp_path / "train" / "a" / "loop")
+    with pytest.raises(UserError) as err:
+        _list_files(str(tmp_path), "train")
+    assert str(err.value) == (f"imagefolder: {tmp_path}/train/a/loop is a link back to a folder "
+                              "that contains it (a symbolic-link loop); remove that link")
+
+
+def test_data_plot_into_a_missing_folder_is_refused_first(tmp_path, capsys, monkeypatch):
+    from imbal.data import prepare
+
+    monkeypatch.setattr(prepare, "prepare_data", lambda *a, **k: pytest.fail("the work ran"))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: d\n")
+    assert main(["data", str(cfg), "--plot", str(tmp_path / "no" / "c.png")]) == 2
+    assert capsys.readouterr().err == (f"imbal: error: --plot {tmp_path / 'no' / 'c.png'}: folder "
+                                       f"{tmp_path / 'no'} does not exist\n")
+
+
+def test_report_calls_a_corrupt_results_json_corrupt(tmp_path):
+    from imbal.study.report import load_run
+
+    (tmp_path / "r").mkdir()
+    (tmp_path / "r" / "results.json").write_text('{"complete": tr')
+    info = load_run(tmp_path / "r", label=None, source="x", metric_set="test")
+    assert (info.status, info.error) == ("incomplete", "results.json is corrupt (not JSON)")

@@ -67,6 +67,17 @@ def _list_files(root: str, rel: str) -> list[tuple[str, int, int]]:
     os.scandir rather than os.walk + os.stat: on a cache hit this listing is most of the time
     spent (60k files), and DirEntry avoids re-joining and re-resolving every path.
     """
+    return sorted(_walk(root, rel, ()))
+
+
+def _walk(root: str, rel: str, above: tuple[tuple[int, int], ...]) -> list[tuple[str, int, int]]:
+    """_list_files' recursion; `above`: (device, inode) of the folders it is inside, so a
+    symbolic link back up (a loop) is refused instead of recursing until the path is too long."""
+    here = os.stat(os.path.join(root, rel))
+    key = (here.st_dev, here.st_ino)
+    if key in above:
+        raise UserError(f"imagefolder: {os.path.join(root, rel)} is a link back to a folder "
+                        "that contains it (a symbolic-link loop); remove that link")
     found = []
     with os.scandir(os.path.join(root, rel)) as it:
         for entry in it:
@@ -74,11 +85,11 @@ def _list_files(root: str, rel: str) -> list[tuple[str, int, int]]:
                 continue
             sub = f"{rel}/{entry.name}"
             if entry.is_dir():
-                found += _list_files(root, sub)
+                found += _walk(root, sub, (*above, key))
             elif entry.is_file():
                 st = entry.stat()
                 found.append((sub, st.st_size, st.st_mtime_ns))
-    return sorted(found)
+    return found
 
 
 def _class_folders(root: str, split: str) -> list[str]:

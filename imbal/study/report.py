@@ -80,7 +80,9 @@ def load_run(run_dir: Path, *, label: str | None, source: str, metric_set: str) 
         info.status, info.error = "failed", _error_line(run_dir / "error.txt")
     elif run_dir.is_dir():
         info.status = "incomplete"
-        info.error = "results.json not complete" if res else "no results.json (running or killed?)"
+        info.error = ("results.json not complete" if res else
+                      "results.json is corrupt (not JSON)" if (run_dir / "results.json").is_file()
+                      else "no results.json (running or killed?)")
     else:
         info.status, info.error = "not started", None
     return info

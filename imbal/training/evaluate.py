@@ -8,7 +8,7 @@ from pathlib import Path
 from imbal.config import load_config
 from imbal.errors import UserError
 from imbal.training.optim import without_untaken_arguments
-from imbal.training.runs import atomic_write_json, load_checkpoint
+from imbal.training.runs import atomic_write_json, load_checkpoint, mismatch
 from imbal.training.settings import process_settings
 from imbal.training.setup import build_setup
 from imbal.training.stage_kinds import evaluate_split
@@ -36,7 +36,8 @@ def _evaluate(run_dir: Path, which: str, device: str | None, imports: tuple[str,
     try:
         setup.trainer.model.load_state_dict(ckpt["model"])
     except RuntimeError as err:
-        raise UserError(f"checkpoint does not fit the run's model: {str(err).splitlines()[0]}") from None
+        raise UserError(mismatch(run_dir / "checkpoints" / f"{which}.pt", ckpt,
+                                 cfg["model"]["backbone"], err)) from None
     metrics, _ = evaluate_split(setup, setup.data.test)
     out = {"checkpoint": which, "epoch": ckpt.get("epoch", ckpt.get("cursor", {}).get("epoch")),
            "test": metrics}

@@ -32,6 +32,7 @@ from imbal.training.runs import (
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    mismatch,
     rng_states,
     set_rng_states,
 )
@@ -49,6 +50,7 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 def checkpoint(setup: Setup, path: Path) -> None:
     atomic_torch_save(path, {"format": "imbal", "version": CHECKPOINT_VERSION,
+                             "backbone": setup.cfg["model"]["backbone"],
                              **setup.trainer.state_dict(), "rng": rng_states()})
 
 
@@ -66,9 +68,11 @@ def resume_state(setup: Setup, run_dir: Path) -> None:
         # the checkpoint's: a run started on a GPU may be resumed on a CPU.
         how = [{k: g[k] for k in ("foreach", "fused") if k in g} for g in optimizer.param_groups]
         setup.trainer.load_state_dict(ckpt)
-    except (KeyError, RuntimeError, ValueError) as err:
+    except RuntimeError as err:
+        raise UserError(mismatch(path, ckpt, setup.cfg["model"]["backbone"], err)) from None
+    except (KeyError, ValueError) as err:
         raise UserError(f"checkpoint {path} does not match this config: "
-                        f"{str(err).splitlines()[0][:160]}") from None
+                        f"{str(err).splitlines()[0][:300]}") from None
     for group, kept in zip(optimizer.param_groups, how, strict=True):
         group.update(kept)
     set_rng_states(ckpt["rng"])
@@ -101,6 +105,7 @@ def _epoch(setup: Setup, epoch: int, ckpt_dir: Path, log: EpochLog, quiet: bool)
         if score > c.best_score:
             c.best_score, c.best_epoch = score, epoch + 1
             atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.model.state_dict(),
+                                                      "backbone": setup.cfg["model"]["backbone"],
                                                       "epoch": epoch + 1, "stage": spec.name,
                                                       "score": score})
     c.history.append(row)

@@ -106,13 +106,39 @@ def load_checkpoint(path: Path, *, resume: bool = False) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupt, or a pickle that is not plain data
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load checkpoint {path}: {first[:200]}") from None
+        raise UserError(f"cannot load checkpoint {path}: {load_error(err)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != "imbal":
         raise UserError(f"{path} is not an imbal checkpoint")
     if resume:
         check_resumable(ckpt, path)
     return ckpt
+
+
+def load_error(err: BaseException) -> str:
+    """torch.load's failure in one complete sentence, without its advice to load with
+    weights_only=False (that would run whatever code the file holds)."""
+    text = str(err).strip()
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        why = next((line.strip() for line in text.splitlines()[1:] if line.strip()
+                    and "weights_only" not in line and "documentation" not in line), "")
+        return ("it holds objects other than plain data" + (f" ({why.rstrip('.')})" if why else "")
+                + "; imbal loads checkpoints as data only and never runs code from them")
+    first = text.splitlines()[0] if text else type(err).__name__
+    sentence = first.split(". ")[0].rstrip(".")
+    if "central directory" in first or "corrupt" in first.lower():
+        sentence += " (the file is truncated or corrupt)"
+    return sentence
+
+
+def mismatch(path: Path, ckpt: dict, backbone: str, err: BaseException) -> str:
+    """A checkpoint whose tensors do not fit the model: which backbone made it, which one the
+    config builds, and the first differing tensor."""
+    made = ckpt.get("backbone")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                  lines[0] if lines else type(err).__name__)
+    made_s = f"was made with backbone '{made}'" if made else "was made with another model"
+    return (f"checkpoint {path} {made_s}, the config builds '{backbone}' ({detail.rstrip('.')[:300]})")
 
 
 def check_resumable_file(path: Path) -> None:
