@@ -53,15 +53,21 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = _load(args)  # refused before torch is imported: a refusal returns at once
     from imbal.training import run as runner
 
-    runner.train(cfg, out_dir=out, overwrite=args.overwrite, quiet=args.quiet,
-                 resume=bool(args.resume))
+    results = runner.train(cfg, out_dir=out, overwrite=args.overwrite, quiet=args.quiet,
+                           resume=bool(args.resume))
+    if args.quiet:  # --quiet silences the progress, never the result
+        from imbal.training.loop import final_line
+        from imbal.training.run import run_dir_of
+
+        print(final_line(results, run_dir_of(cfg, out)), file=sys.stderr)
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from imbal.training.evaluate import evaluate_run
 
-    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device, imports=args.imports)
+    evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device, imports=args.imports,
+                 data_root=args.data_root)
     return 0
 
 
@@ -95,11 +101,18 @@ MODULE_COMMANDS = (("sweep", "imbal.study.sweep", "run a grid of configs x seeds
 INLINE_COMMANDS = ("train", "eval", "data")
 
 
+def _version() -> str:
+    import imbal
+
+    return imbal.__version__
+
+
 def build_parser(modules: bool = True) -> argparse.ArgumentParser:
     """The whole parser; with modules=False the module commands' options are left out (and
     their modules not imported: ~0.1 s of every `imbal train`'s start-up)."""
     parser = argparse.ArgumentParser(
         prog="imbal", description="Experiment runner for class-imbalance studies in image classification.")
+    parser.add_argument("--version", action="version", version=f"imbal {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one run from a YAML config")
     _config_args(p, config_required=False)
@@ -109,9 +122,12 @@ def build_parser(modules: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="re-evaluate a saved checkpoint on the test set")
-    p.add_argument("run_dir")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--device", default=None)
+    p.add_argument("run_dir", help="a run directory (holds config.yaml and checkpoints/)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="which checkpoint to score (default best); writes RUN_DIR/eval_<which>.json")
+    p.add_argument("--device", default=None, help="override train.device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--data-root", default=None, help="read the data here (default: data.root of "
+                   "the run's config, else the root the run recorded in meta.json)")
     import_arg(p)
     p.set_defaults(func=cmd_eval)
     p = sub.add_parser("data", help="print per-class counts after imbalance, without training")

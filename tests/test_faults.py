@@ -201,10 +201,19 @@ def test_eval_prints_its_metrics_even_when_it_cannot_write(tmp_path, monkeypatch
     assert err == f"imbal: error: Permission denied: {run / 'eval_best.json'}\n"
 
 
-def test_the_logged_loss_does_not_depend_on_the_progress_bar(tmp_path):
+def test_the_logged_loss_does_not_depend_on_the_progress_bar(tmp_path, monkeypatch):
+    import io
+    import sys
+
+    class Terminal(io.StringIO):
+        def isatty(self):
+            return True
+
+    monkeypatch.setattr(sys, "stderr", Terminal())  # a bar is drawn on a terminal only
     sets = [*FAST, "train.epochs=1", "logging.log_every=1", "train.batch_size=16"]
     train(load_config(None, sets), out_dir=str(tmp_path / "q"), quiet=True)
     train(load_config(None, [*sets, "logging.progress=true"]), out_dir=str(tmp_path / "b"), quiet=False)
+    assert "batch/s" in sys.stderr.getvalue() or "it/s" in sys.stderr.getvalue()
     quiet, bar = (strict_rows(tmp_path / d / "metrics.jsonl")[0] for d in ("q", "b"))
     assert quiet["train"]["loss"] == bar["train"]["loss"] and quiet["train"]["acc"] == bar["train"]["acc"]
 

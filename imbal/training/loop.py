@@ -79,7 +79,11 @@ def resume_state(setup: Setup, run_dir: Path) -> None:
 
 
 def _progress(title: str, quiet: bool):
-    if quiet:
+    """A progress bar on a terminal only: into a file or a pipe (a sweep's log, a batch job)
+    the per-epoch line is the progress, not a bar's redraws."""
+    import sys
+
+    if quiet or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
@@ -176,9 +180,14 @@ def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t
     atomic_write_json(run_dir / "meta.json", {**meta, "status": "complete", "wall_time_s": round(wall, 3),
                                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     log.close()
-    say(f"done in {wall:.1f}s: best epoch {results['best_epoch']}, test {short(results['test'])}"
-        f"  -> {run_dir}/results.json", quiet)
+    say(final_line(results, run_dir), quiet)
     return results
+
+
+def final_line(results: dict, run_dir: Path) -> str:
+    """The run's one-line result (printed by `imbal train` even with --quiet)."""
+    return (f"done in {results['wall_time_s']:.1f}s: best epoch {results['best_epoch']}, test {short(results['test'])}"
+            f"  -> {run_dir}/results.json")
 
 
 def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dict:

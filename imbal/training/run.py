@@ -66,10 +66,19 @@ def _run(setup, cfg: dict, run_dir: Path, *, resume: bool, quiet: bool, t_start:
     optimizer, schedule = describe_parts(setup)
     say(f"optimizer: {optimizer}; schedule: {schedule}", quiet)
     meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir),
-            "optimizer": optimizer}
+            "optimizer": optimizer, "data_root": data_root(cfg)}  # imbal eval needs no IMBAL_DATA
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
+
+
+def data_root(cfg: dict) -> str:
+    """The data root this run read, absolute (data.root, else $IMBAL_DATA, else ./data)."""
+    import os
+
+    from imbal.data.sources import resolve_root
+
+    return os.path.abspath(resolve_root(cfg["data"]["root"]))
 
 
 def run_dir_of(cfg: dict, out_dir: str | None) -> Path:

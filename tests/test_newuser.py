@@ -1,0 +1,80 @@
+"""Issue 17, what a new user meets: --version, the result line under --quiet, progress into a
+file, `imbal eval` without IMBAL_DATA and its per-class table, --resume on a finished run."""
+
+import json
+
+import pytest
+from synth import write_mnist_idx
+
+import imbal
+from imbal.cli import main
+
+FAST = ["train.epochs=1", "logging.tensorboard=false", "train.threads=1",
+        "model.params={activation: relu}", "data.subset={per_class: 20}"]
+
+
+def sets(*items):
+    return [a for s in [*FAST, *items] for a in ("--set", s)]
+
+
+def test_version(capsys):
+    with pytest.raises(SystemExit) as code:
+        main(["--version"])
+    assert code.value.code == 0
+    assert capsys.readouterr().out == f"imbal {imbal.__version__}\n"
+
+
+def test_quiet_keeps_the_result_line_and_a_file_gets_lines_not_a_bar(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: q\n")
+    assert main(["train", str(cfg), "--out", str(tmp_path / "q"), "--quiet", *sets()]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 1 and err[0].startswith("done in ") and err[0].endswith(
+        f"-> {tmp_path / 'q'}/results.json")
+    # not quiet, stderr not a terminal (captured): one line per epoch, no bar redraws
+    assert main(["train", str(cfg), "--out", str(tmp_path / "v"), *sets("train.epochs=2")]) == 0
+    err = capsys.readouterr().err
+    assert "\r" not in err and "batch/s" not in err
+    assert [ln.split()[:2] for ln in err.splitlines() if ln.startswith("epoch")] == [
+        ["epoch", "1/2"], ["epoch", "2/2"]]
+
+
+def test_resume_on_a_finished_run_is_refused_and_changes_nothing(tmp_path, capsys):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: r\n")
+    run = tmp_path / "r"
+    assert main(["train", str(cfg), "--out", str(run), "--quiet", *sets()]) == 0
+    before = {n: (run / n).read_bytes() for n in ("meta.json", "results.json", "config.yaml")}
+    capsys.readouterr()
+    assert main(["train", "--resume", str(run), "--quiet"]) == 2
+    assert capsys.readouterr().err == (f"imbal: error: run {run} is already complete (results.json): "
+                                       "nothing to resume; start it again with imbal train CONFIG "
+                                       "--overwrite\n")
+    assert {n: (run / n).read_bytes() for n in before} == before
+
+
+def test_eval_finds_the_data_the_run_recorded_and_prints_a_per_class_table(tmp_path, monkeypatch, capsys):
+    data = tmp_path / "data"
+    write_mnist_idx(str(data), 20, 5)
+    monkeypatch.setenv("IMBAL_DATA", str(data))
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("name: e\ndata: {source: mnist}\n")
+    run = tmp_path / "e"
+    assert main(["train", str(cfg), "--out", str(run), "--quiet", *sets()]) == 0
+    assert json.loads((run / "meta.json").read_text())["data_root"] == str(data)
+    monkeypatch.delenv("IMBAL_DATA")
+    monkeypatch.chdir(tmp_path)  # ./data would be found here: make sure the record is what works
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out, err = capsys.readouterr()
+    res = json.loads((run / "results.json").read_text())
+    assert json.loads(out)["top1"] == res["test"]["top1"]
+    lines = err.splitlines()
+    assert lines[0].split() == ["class", "test", "acc"] and len(lines) == 11
+    assert lines[1].startswith(res["classes"][0] + "  ")
+    assert float(lines[1].split()[-1]) == pytest.approx(res["test"]["per_class_acc"][0], abs=0.01)
+    # --data-root overrides the record
+    assert main(["eval", str(run), "--data-root", str(tmp_path / "nowhere")]) == 2
+    assert str(tmp_path / "nowhere") in capsys.readouterr().err
