@@ -78,3 +78,12 @@ def test_eval_finds_the_data_the_run_recorded_and_prints_a_per_class_table(tmp_p
     # --data-root overrides the record
     assert main(["eval", str(run), "--data-root", str(tmp_path / "nowhere")]) == 2
     assert str(tmp_path / "nowhere") in capsys.readouterr().err
+
+
+def test_readme_shows_the_cpu_only_install_and_documents_eval():
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in text
+    for needle in ("eval_<best|last>.json", "--data-root DIR", "`data_root`", "imbal --version"):
+        assert needle in text, needle
