@@ -87,3 +87,21 @@ def test_readme_shows_the_cpu_only_install_and_documents_eval():
     assert "pip install torch torchvision --index-url https://download.pytorch.org/whl/cpu" in text
     for needle in ("eval_<best|last>.json", "--data-root DIR", "`data_root`", "imbal --version"):
         assert needle in text, needle
+
+
+def test_the_plan_is_written_and_a_remedy_without_effect_is_a_warning(tmp_path, capsys):
+    from imbal.config import load_config
+    from imbal.training.run import train
+
+    cfg = load_config(None, ["train.epochs=1", "logging.tensorboard=false", "train.threads=1",
+                             "data.subset={per_class: 20}", "remedy=[class_weights]",
+                             "logging.progress=false"])
+    res = train(cfg, out_dir=str(tmp_path / "r"), quiet=True)  # balanced: all weights equal
+    err = capsys.readouterr().err
+    assert err == ("warning: stage train: remedy class_weights has no effect on this training "
+                   "set (all class weights equal)\n")
+    assert res["remedy"][0].endswith("(no effect: every class has the same weight on this training set)")
+    plan = (tmp_path / "r" / "plan.txt").read_text().splitlines()
+    assert plan[0].split() == ["class", "train", "val", "test"]
+    assert plan[-2].startswith("train: remedy: class_weights: inverse frequency N/N_j")
+    assert plan[-1].startswith("optimizer: ")

@@ -65,11 +65,29 @@ def _run(setup, cfg: dict, run_dir: Path, *, resume: bool, quiet: bool, t_start:
             say(f"remedy: {line}", quiet)
     optimizer, schedule = describe_parts(setup)
     say(f"optimizer: {optimizer}; schedule: {schedule}", quiet)
+    write_plan(setup, run_dir, f"optimizer: {optimizer}; schedule: {schedule}")
     meta = {**provenance(setup.device, cfg["imports"]), "run_dir": str(run_dir),
             "optimizer": optimizer, "data_root": data_root(cfg)}  # imbal eval needs no IMBAL_DATA
     atomic_write_text(run_dir / "config.yaml", dump_yaml(cfg))  # on resume: with any --set applied
     atomic_write_json(run_dir / "counts.json", counts)
     return fit(setup, run_dir=run_dir, meta=meta, resume=resume, quiet=quiet, t_start=t_start)
+
+
+def write_plan(setup, run_dir: Path, optimizer_line: str) -> None:
+    """RUN/plan.txt: the counts, what each stage's remedies resolved to (with their weights),
+    the optimizer; a remedy that has no effect is also a warning on the terminal, --quiet or
+    not."""
+    from imbal.remedies.plan import NO_EFFECT
+
+    lines = [format_counts(setup.data.counts()), ""]
+    for spec in setup.stages:
+        plan = setup.plans.get(spec.index)
+        for line in (plan.describe if plan is not None else []) or ["(no remedy)"]:
+            lines.append(f"{spec.name}: remedy: {line}")
+            if line.endswith(NO_EFFECT):
+                say(f"warning: stage {spec.name}: remedy {line.split(':')[0]} has no effect "
+                    f"on this training set (all class weights equal)")
+    atomic_write_text(run_dir / "plan.txt", "\n".join([*lines, optimizer_line]) + "\n")
 
 
 def data_root(cfg: dict) -> str:
