@@ -76,3 +76,23 @@ def check_expanded_size(value: Any, where: str) -> None:
     if expanded_size(value) > MAX_NODES:
         raise UserError(f"{where}: YAML aliases expand to more than {MAX_NODES} values; "
                         "refused (not a config)")
+
+
+def memory_bytes() -> int:
+    """This machine's physical memory (a generous bound for one allocation)."""
+    import os
+
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return 1 << 40
+
+
+def check_allocation(nbytes: int, what: str) -> None:
+    """Refuse, before allocating, a size that no memory here could hold (a typo in a count)."""
+    from imbal.errors import UserError
+
+    have = memory_bytes()
+    if nbytes > have:
+        raise UserError(f"{what} would need {nbytes / 2**30:,.1f} GiB of memory; this machine "
+                        f"has {have / 2**30:,.1f} GiB")

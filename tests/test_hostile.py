@@ -201,3 +201,21 @@ def test_report_calls_a_corrupt_results_json_corrupt(tmp_path):
     (tmp_path / "r" / "results.json").write_text('{"complete": tr')
     info = load_run(tmp_path / "r", label=None, source="x", metric_set="test")
     assert (info.status, info.error) == ("incomplete", "results.json is corrupt (not JSON)")
+
+
+@pytest.mark.parametrize("remedy,message", [
+    ({"name": "copy", "k": 10**9}, "remedy 'copy': k=1000000000 would need "),
+    ({"name": "oversample", "epoch_size": 10**15}, "remedy 'oversample': epoch_size=1000000000000000 would need "),
+])
+def test_remedy_sizes_that_no_memory_holds_are_refused_before_allocating(remedy, message):
+    import torch
+
+    from imbal.input_checks import memory_bytes
+    from imbal.remedies.plan import build_plan
+
+    targets = torch.tensor([0] * 10 + [1] * 90)
+    with pytest.raises(UserError) as err:
+        build_plan([remedy], images=torch.zeros(100, 3, 32, 32, dtype=torch.uint8), targets=targets,
+                   num_classes=2, minority_classes=[0], epochs=1, generator=torch.Generator())
+    assert str(err.value).startswith(message)
+    assert str(err.value).endswith(f"GiB of memory; this machine has {memory_bytes() / 2**30:,.1f} GiB")
