@@ -118,8 +118,9 @@ def test_loose_runs_grouped_by_config_without_seeds(tmp_path):
     groups = sorted(rep["groups"], key=lambda g: g["n"])
     assert [g["n"] for g in groups] == [1, 2]
     assert groups[1]["metrics"]["top1"]["mean"] == 91.0
-    assert groups[1]["label"].startswith("ce#") and groups[0]["label"].startswith("ce#")
-    assert groups[0]["label"] != groups[1]["label"]
+    # the labels say which setting tells them apart
+    assert groups[1]["label"] == "ce (train.optimizer.lr=0.1)"
+    assert groups[0]["label"] == "ce (train.optimizer.lr=0.5)"
     assert rep["baseline"] is None  # two configurations without a remedy: none is guessed
     assert rep["not_in_table"] == [{"name": "half", "dir": str(root / "half"), "label": None,
                                     "status": "incomplete", "error": "results.json not complete"}]

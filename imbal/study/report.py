@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from imbal.errors import UserError
+from imbal.study.labels import differing_settings
 from imbal.study.stats import ci95, paired_t
 
 METRICS = ("top1", "balanced_acc", "minority_acc", "majority_acc", "macro_f1")
@@ -175,9 +176,14 @@ def group_runs(runs: list[RunInfo]) -> tuple[list[Group], list[RunInfo]]:
     counts: dict[str, int] = {}
     for g in out:
         counts[g.label] = counts.get(g.label, 0) + 1
-    for g in out:  # the same label from two sources: say which is which
-        if counts[g.label] > 1:
-            g.label = f"{g.key[0]}/{g.label}" if g.key[0] else f"{g.label}#{g.key[1][:6]}"
+    for label in [k for k, n in counts.items() if n > 1]:  # say which is which
+        same = [g for g in out if g.label == label]
+        diff = differing_settings([g.runs[0].results.get("config") or {} for g in same])
+        for g, settings in zip(same, diff, strict=True):
+            if g.key[0]:
+                g.label = f"{g.key[0]}/{label}"
+            else:
+                g.label = f"{label} ({settings})" if settings else f"{label}#{g.key[1][:6]}"
     return out, rest
 
 
