@@ -105,3 +105,24 @@ def test_the_plan_is_written_and_a_remedy_without_effect_is_a_warning(tmp_path, 
     assert plan[0].split() == ["class", "train", "val", "test"]
     assert plan[-2].startswith("train: remedy: class_weights: inverse frequency N/N_j")
     assert plan[-1].startswith("optimizer: ")
+
+
+def test_quickstart_validation_has_enough_images_of_every_class():
+    from pathlib import Path
+
+    from imbal.config import load_config
+    from imbal.data.prepare import prepare_data
+
+    cfg = load_config(Path(__file__).resolve().parents[1] / "configs" / "quickstart.yaml")
+    data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"], minority_override=None)
+    assert min(data.counts()["val"]) >= 7
+
+
+def test_long_tail_count_plots_use_a_log_axis(tmp_path):
+    from imbal.plots import count_scale, save_counts
+
+    assert count_scale([500, 200, 80, 30, 5]) == "log"
+    assert count_scale([100, 100, 20]) == "linear" and count_scale([0, 0]) == "linear"
+    counts = {"train": [500, 5], "val": [50, 1], "test": [100, 100]}
+    save_counts(counts, ["a", "b"], tmp_path / "c.png")
+    assert (tmp_path / "c.png").stat().st_size > 0
