@@ -219,3 +219,15 @@ def test_remedy_sizes_that_no_memory_holds_are_refused_before_allocating(remedy,
                    num_classes=2, minority_classes=[0], epochs=1, generator=torch.Generator())
     assert str(err.value).startswith(message)
     assert str(err.value).endswith(f"GiB of memory; this machine has {memory_bytes() / 2**30:,.1f} GiB")
+
+
+def test_image_folder_errors_name_imbal_data(tmp_path):
+    from imbal.data.imagefolder import _scan
+
+    with pytest.raises(UserError) as err:
+        _scan(str(tmp_path / "none"))
+    assert str(err.value) == (f"imagefolder: data root {tmp_path / 'none'} is not a directory (the "
+                              "root is data.root, else $IMBAL_DATA, else ./data)")
+    with pytest.raises(UserError) as err:
+        _scan(str(tmp_path))
+    assert "(data.root, else $IMBAL_DATA, else ./data) must hold train/ and test/" in str(err.value)

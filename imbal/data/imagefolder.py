@@ -96,8 +96,8 @@ def _class_folders(root: str, split: str) -> list[str]:
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
         raise UserError(
-            f"imagefolder: {folder} is not a directory; data.root must hold train/ and test/, "
-            "each with one sub-folder per class"
+            f"imagefolder: {folder} is not a directory; the data root (data.root, else "
+            "$IMBAL_DATA, else ./data) must hold train/ and test/, each with one sub-folder per class"
         )
     return sorted(
         e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
@@ -107,7 +107,8 @@ def _class_folders(root: str, split: str) -> list[str]:
 def _scan(root: str) -> tuple[list[str], dict[str, list[Entry]], list[str]]:
     """Classes; per split the entries of every image file; the files skipped as non-images."""
     if not os.path.isdir(root):
-        raise UserError(f"imagefolder: data root {root} is not a directory")
+        raise UserError(f"imagefolder: data root {root} is not a directory (the root is "
+                        "data.root, else $IMBAL_DATA, else ./data)")
     classes = _class_folders(root, "train")
     if not classes:
         raise UserError(f"imagefolder: {os.path.join(root, 'train')} has no class sub-folders")
