@@ -231,3 +231,20 @@ def test_image_folder_errors_name_imbal_data(tmp_path):
     with pytest.raises(UserError) as err:
         _scan(str(tmp_path))
     assert "(data.root, else $IMBAL_DATA, else ./data) must hold train/ and test/" in str(err.value)
+
+
+def test_an_offline_download_leaves_no_empty_folders(tmp_path, monkeypatch):
+    from urllib.error import URLError
+
+    import torchvision.datasets.mnist as tv_mnist
+
+    from imbal.data.sources import load_source
+
+    def offline(*args, **kwargs):
+        raise URLError("no internet")
+
+    monkeypatch.setattr(tv_mnist, "download_and_extract_archive", offline)
+    (tmp_path / "data").mkdir()
+    with pytest.raises(UserError, match="download into .* failed"):
+        load_source("mnist", root=str(tmp_path / "data" / "new"), download=True)
+    assert os.listdir(tmp_path / "data") == []  # the folders torchvision made are gone
