@@ -9,7 +9,7 @@ import signal
 import sys
 from pathlib import Path
 
-from imbal.errors import NonFiniteLoss, UserError
+from imbal.errors import Interrupted, NonFiniteLoss, SweepStopped, UserError
 
 EXIT_USER, EXIT_NONFINITE = 2, 3
 
@@ -38,8 +38,6 @@ def _load(args: argparse.Namespace) -> dict:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from imbal.training import run as runner
-
     if args.resume:
         run_dir = Path(args.resume)
         if args.config:
@@ -52,9 +50,16 @@ def cmd_train(args: argparse.Namespace) -> int:
         raise UserError("missing config: imbal train CONFIG.yaml (or --resume RUN_DIR)")
     else:
         out = args.out
-    cfg = _load(args)
-    runner.train(cfg, out_dir=out, overwrite=args.overwrite, quiet=args.quiet,
-                 resume=bool(args.resume))
+    cfg = _load(args)  # refused before torch is imported: a refusal returns at once
+    from imbal.training import run as runner
+
+    results = runner.train(cfg, out_dir=out, overwrite=args.overwrite, quiet=args.quiet,
+                           resume=bool(args.resume))
+    if args.quiet:  # --quiet silences the progress, never the result
+        from imbal.training.loop import final_line
+        from imbal.training.run import run_dir_of
+
+        print(final_line(results, run_dir_of(cfg, out)), file=sys.stderr)
     return 0
 
 
@@ -64,7 +69,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     posthoc = {name: value for name, value in (("logit_adjust", args.logit_adjust),
                                                ("tau_norm", args.tau_norm)) if value is not None}
     evaluate_run(Path(args.run_dir), which=args.checkpoint, device=args.device, imports=args.imports,
-                 posthoc=posthoc)
+                 data_root=args.data_root, posthoc=posthoc)
     return 0
 
 
@@ -73,6 +78,10 @@ def cmd_data(args: argparse.Namespace) -> int:
     from imbal.training.setup import format_counts
 
     cfg = _load(args)
+    if args.plot:  # before the work: a plot that cannot be written is refused at once
+        folder = Path(args.plot).expanduser().resolve().parent
+        if not folder.is_dir():
+            raise UserError(f"--plot {args.plot}: folder {folder} does not exist")
     data = prepare_data(cfg["data"], data_seed=cfg["seeds"]["data"],
                         minority_override=cfg["eval"]["minority_classes"])
     counts = data.counts()
@@ -95,11 +104,18 @@ MODULE_COMMANDS = (("sweep", "imbal.study.sweep", "run a grid of configs x seeds
 INLINE_COMMANDS = ("train", "eval", "data")
 
 
+def _version() -> str:
+    import imbal
+
+    return imbal.__version__
+
+
 def build_parser(modules: bool = True) -> argparse.ArgumentParser:
     """The whole parser; with modules=False the module commands' options are left out (and
     their modules not imported: ~0.1 s of every `imbal train`'s start-up)."""
     parser = argparse.ArgumentParser(
         prog="imbal", description="Experiment runner for class-imbalance studies in image classification.")
+    parser.add_argument("--version", action="version", version=f"imbal {_version()}")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     p = sub.add_parser("train", help="train one run from a YAML config")
     _config_args(p, config_required=False)
@@ -109,9 +125,12 @@ def build_parser(modules: bool = True) -> argparse.ArgumentParser:
     p.add_argument("--resume", metavar="RUN_DIR", help="continue a stopped run from its last checkpoint")
     p.set_defaults(func=cmd_train)
     p = sub.add_parser("eval", help="re-evaluate a saved checkpoint on the test set")
-    p.add_argument("run_dir")
-    p.add_argument("--checkpoint", choices=["best", "last"], default="best")
-    p.add_argument("--device", default=None)
+    p.add_argument("run_dir", help="a run directory (holds config.yaml and checkpoints/)")
+    p.add_argument("--checkpoint", choices=["best", "last"], default="best",
+                   help="which checkpoint to score (default best); writes RUN_DIR/eval_<which>.json")
+    p.add_argument("--device", default=None, help="override train.device (auto, cpu, cuda, cuda:N)")
+    p.add_argument("--data-root", default=None, help="read the data here (default: data.root of "
+                   "the run's config, else the root the run recorded in meta.json)")
     p.add_argument("--logit-adjust", nargs="?", const="auto", metavar="TAU",
                    help="also score logits - tau * log prior; tau chosen on validation from "
                         "0, 0.25, ..., 2 (no value or 'auto') or given")
@@ -137,8 +156,6 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     command = next((a for a in argv if not a.startswith("-")), None)
     args = build_parser(modules=command not in INLINE_COMMANDS).parse_args(argv)
-    from imbal.training.trainer import Interrupted
-
     try:
         return int(args.func(args) or 0)
     except UserError as err:
@@ -148,8 +165,14 @@ def main(argv: list[str] | None = None) -> int:
         print(f"imbal: stopped by {err}; checkpoint saved. Resume with: "
               f"imbal train --resume {err.run_dir}", file=sys.stderr)
         return 128 + err.signum
+    except SweepStopped as err:
+        print(f"imbal: sweep stopped by {err}; its running runs stopped after their step, "
+              "with a checkpoint. Run the sweep again to finish the rest", file=sys.stderr)
+        return 128 + err.signum
     except NonFiniteLoss as err:
-        print(f"imbal: error: {err}; the last good checkpoint is kept", file=sys.stderr)
+        kept = getattr(err, "checkpoint", None)
+        print(f"imbal: error: {err}; " + (f"the last good checkpoint is kept ({kept})" if kept
+              else "no epoch had ended, so there is no checkpoint to keep"), file=sys.stderr)
         return EXIT_NONFINITE
     except KeyboardInterrupt:
         print("imbal: interrupted", file=sys.stderr)

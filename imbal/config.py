@@ -19,10 +19,11 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
+    ValidationInfo,
     field_validator,
 )
 
-from imbal import plugins
+from imbal import input_checks, plugins
 from imbal.errors import UserError
 from imbal.overrides import apply_override, deep_merge, kinds_first
 from imbal.registry import did_you_mean
@@ -30,6 +31,12 @@ from imbal.registry import did_you_mean
 
 class Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _strict_numbers(cls, v: Any, info: ValidationInfo) -> Any:
+        """epochs: true or "2" is refused, not taken as 1 or 2 (input_checks.strict_number)."""
+        return input_checks.strict_number(cls.model_fields[info.field_name].annotation, v)
 
 
 class Subset(Section):
@@ -57,7 +64,7 @@ class Imbalance(Section):
 
 
 class Augment(Section):
-    crop_padding: int = Field(0, ge=0, description="random crop after padding by this many black pixels (black before normalisation, as the long-tail codebases; 0 = off)")
+    crop_padding: int = Field(0, ge=0, le=1024, description="random crop after padding by this many black pixels (black before normalisation, as the long-tail codebases; 0 = off)")
     hflip: bool = Field(False, description="random horizontal flip")
 
 
@@ -65,7 +72,7 @@ class Data(Section):
     source: str = Field("digits", description="digits | mnist | fashion_mnist | kmnist | cifar10 | cifar100 | svhn | imagefolder")
     root: str | None = Field(None, description="data directory (default $IMBAL_DATA, else ./data)")
     download: bool = Field(False, description="let torchvision download missing files")
-    image_size: int | None = Field(None, ge=4, description="resize images to this square size (null: the source's own size)")
+    image_size: int | None = Field(None, ge=4, le=4096, description="resize images to this square size (null: the source's own size)")
     val_fraction: float = Field(0.1, ge=0.0, lt=1.0, description="held-out validation split, stratified (val_from: kept)")
     val_from: Literal["kept", "removed"] = Field(
         "kept", description="kept: val_fraction of the imbalanced set; removed: val_per_class "
@@ -79,7 +86,7 @@ class Data(Section):
 
 class Model(Section):
     backbone: str = Field("lenet", description="a name from the backbone registry")
-    params: dict[str, Any] = Field(default_factory=dict, description="backbone options, e.g. {activation: relu}")
+    params: Finite = Field(default_factory=dict, description="backbone options, e.g. {activation: relu}")
     init: str = Field("default", description="default (each backbone's own) | xavier_uniform | xavier_normal | kaiming_normal (biases zero), or a plugin's: applied once the model is built; model.init_from's weights then replace the backbone's")
     init_from: str | None = Field(None, description="run directory or checkpoint to start the backbone from")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for this many epochs")
@@ -103,6 +110,11 @@ def _finite(value: Any) -> Any:
 
 
 PassedThrough = dict[str, Annotated[Any, AfterValidator(_finite)]]
+# Free-form parameter maps and remedy items: anything, but no NaN or infinity inside.
+Finite = Annotated[dict[str, Any], AfterValidator(input_checks.finite)]
+FiniteItem = Annotated[Any, AfterValidator(input_checks.finite)]
+# Bounds that keep a typo from allocating terabytes or overflowing a C integer.
+MAX_BATCH, MAX_SEED = 1 << 20, (1 << 63) - 1
 
 
 class Optimizer(Section):
@@ -133,7 +145,7 @@ class Ema(Section):
 
 class Train(Section):
     epochs: int = Field(10, ge=1, description="training epochs")
-    batch_size: int = Field(128, ge=1, description="training batch size")
+    batch_size: int = Field(128, ge=1, le=MAX_BATCH, description="training batch size")
     optimizer: Optimizer = Field(default_factory=Optimizer)
     schedule: Schedule = Field(default_factory=Schedule)
     grad_clip: float | None = Field(None, gt=0, description="clip gradient norm to this value")
@@ -143,7 +155,7 @@ class Train(Section):
     channels_last: Literal["auto", True, False] = Field(
         "auto", description="channels_last memory format; auto: on for the CPU (faster there)")
     compile: bool = Field(False, description="torch.compile the model (CUDA)")
-    threads: int | None = Field(None, ge=1, description="CPU threads (default: torch's choice)")
+    threads: int | None = Field(None, ge=1, le=4096, description="CPU threads (default: torch's choice)")
     deterministic: bool = Field(True, description="torch deterministic algorithms")
     batch_transforms: list[Any] = Field(
         default_factory=list, description="per-batch transforms after augmentation (may give soft targets), see README")
@@ -156,7 +168,7 @@ class Train(Section):
 
 
 class Eval(Section):
-    batch_size: int = Field(1024, ge=1, description="evaluation batch size")
+    batch_size: int = Field(1024, ge=1, le=MAX_BATCH, description="evaluation batch size")
     select: Literal["balanced_acc", "top1"] = Field(
         "balanced_acc", description="validation metric that picks best.pt")
     minority_classes: list[int] | None = Field(None, description="default: from the imbalance")
@@ -176,16 +188,16 @@ class Logging(Section):
 
 
 class Seeds(Section):
-    data: int = Field(0, description="which images are kept, the validation split")
-    train: int = Field(0, description="model init, batch order, augmentation")
+    data: int = Field(0, ge=-MAX_SEED, le=MAX_SEED, description="which images are kept, the validation split")
+    train: int = Field(0, ge=-MAX_SEED, le=MAX_SEED, description="model init, batch order, augmentation")
 
 
 class Pretrain(Section):
     task: str = Field(description="rotation | jigsaw")
     epochs: int = Field(5, ge=1, description="pretext-task epochs")
-    batch_size: int | None = Field(None, ge=1, description="default: train.batch_size")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="default: train.batch_size")
     optimizer: Optimizer = Field(default_factory=lambda: Optimizer(name="adam", lr=1e-3))
-    params: dict[str, Any] = Field(default_factory=dict, description="task options")
+    params: Finite = Field(default_factory=dict, description="task options")
     use_removed: bool = Field(False, description="also use the images the imbalance removed, unlabelled")
 
 
@@ -194,8 +206,8 @@ class Stage(Section):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$", description="unique name: metrics rows, TensorBoard tags")
     task: str | None = Field(None, description="pretext task (rotation | jigsaw); null: supervised on the labels")
-    params: dict[str, Any] = Field(default_factory=dict, description="pretext task options")
-    semi: dict[str, Any] | None = Field(
+    params: Finite = Field(default_factory=dict, description="pretext task options")
+    semi: Finite | None = Field(
         None, description="semi-supervised method and its options, e.g. {name: mixmatch, k: 2}; needs unlabelled (README: MixMatch)")
     epochs: int | None = Field(None, ge=1, description="default: train.epochs")
     trains: Literal["all", "head", "scales"] = Field(
@@ -206,8 +218,8 @@ class Stage(Section):
         "scaled back to it (weight balancing); null: off")
     reinit_head: bool = Field(False, description="re-initialise the classifier head when the stage starts")
     freeze_backbone_epochs: int = Field(0, ge=0, description="train only the head for the stage's first N epochs")
-    remedy: list[Any] | None = Field(None, description="default: the config's remedy")
-    batch_size: int | None = Field(None, ge=1, description="default: train.batch_size")
+    remedy: list[FiniteItem] | None = Field(None, description="default: the config's remedy")
+    batch_size: int | None = Field(None, ge=1, le=MAX_BATCH, description="default: train.batch_size")
     optimizer: Literal["continue"] | dict[str, Any] | None = Field(
         None, description="keys over train.optimizer; continue: keep the previous stage's optimizer and schedule")
     schedule: dict[str, Any] | None = Field(
@@ -228,10 +240,11 @@ class Config(Section):
     imports: list[str] = Field(default_factory=list, description="plugins imported before the "
                                "config is checked: module names or .py files (relative to the "
                                "config file; saved as absolute paths)")
-    name: str = Field("run", description="run name, the run directory under logging.out_dir")
+    name: Annotated[str, AfterValidator(input_checks.one_path_component)] = Field(
+        "run", description="run name, the run directory under logging.out_dir")
     data: Data = Field(default_factory=Data)
     model: Model = Field(default_factory=Model)
-    remedy: list[Any] = Field(default_factory=list, description="list of remedies, see README")
+    remedy: list[FiniteItem] = Field(default_factory=list, description="list of remedies, see README")
     pretrain: Pretrain | None = None
     stages: list[Stage] | None = Field(None, description="the run as a list of stages, see README (default: pretrain?, train)")
     train: Train = Field(default_factory=Train)
@@ -363,16 +376,24 @@ def read_yaml(path: str | Path) -> Any:
     if not p.is_file():
         raise UserError(f"config file not found: {p}")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except OSError as err:
         raise UserError(f"cannot read config {p}: {err.strerror}") from None
+    except UnicodeDecodeError as err:
+        raise UserError(f"config {p} is not UTF-8 text (byte {err.start}); is it a YAML file?") from None
+    if not text.strip():
+        raise UserError(f"config {p} is empty; give at least data: {{source: ...}}")
     try:
-        return yaml.safe_load(text) or {}
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "invalid YAML"
         raise UserError(f"YAML syntax error in {p}{where}: {problem}") from None
+    input_checks.check_expanded_size(data, f"config {p}")
+    if data is None:
+        raise UserError(f"config {p} holds only comments; give at least data: {{source: ...}}")
+    return data
 
 
 def read_config_file(path: str | Path, seen: tuple[Path, ...] = ()) -> dict[str, Any]:

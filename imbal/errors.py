@@ -7,3 +7,25 @@ class UserError(Exception):
 
 class NonFiniteLoss(Exception):
     """The training loss became NaN or infinite."""
+
+
+class SweepStopped(Exception):
+    """A signal stopped a sweep; its local workers were told and have ended."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+class Interrupted(Exception):
+    """SIGINT/SIGTERM arrived; the trainer stopped after the current step (the CLI knows it
+    without importing torch)."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.run_dir = "RUN_DIR"  # filled in by the epoch loop, for the resume hint

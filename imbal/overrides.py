@@ -8,6 +8,7 @@ from typing import Any
 
 import yaml
 
+from imbal import input_checks
 from imbal.errors import UserError
 
 # data.imbalance's parameters of its kind (config.Imbalance's fields less kind and apply; a test
@@ -23,6 +24,7 @@ def apply_override(raw: dict[str, Any], item: str) -> None:
         value = yaml.safe_load(text) if text.strip() else None
     except yaml.YAMLError:
         raise UserError(f"override '{item}': value is not valid YAML") from None
+    input_checks.check_expanded_size(value, f"override '{key}'")
     parts = key.strip().split(".")
     node: Any = raw
     path: tuple = ()

@@ -48,6 +48,13 @@ def save_confusion(conf: np.ndarray, classes: list[str], title: str, path: Path)
     tmp.replace(path)
 
 
+def count_scale(train: list[int]) -> str:
+    """A log axis when the largest class has 10x the smallest or more (a long tail's few-shot
+    classes are invisible on a linear one)."""
+    positive = [n for n in train if n > 0]
+    return "log" if positive and max(positive) >= 10 * min(positive) else "linear"
+
+
 def save_counts(counts: dict, classes: list[str], path: Path) -> None:
     """Grouped bars of per-class train/val/test counts (imbal data --plot)."""
     plt = _pyplot()
@@ -58,7 +65,8 @@ def save_counts(counts: dict, classes: list[str], path: Path) -> None:
     for k, split in enumerate(splits):
         ax.bar(x + (k - (len(splits) - 1) / 2) * width, counts[split], width, label=split)
     ax.set_xticks(x, classes, rotation=45, ha="right")
-    ax.set_ylabel("images")
+    ax.set_yscale(count_scale(counts["train"]))
+    ax.set_ylabel("images" + (" (log scale)" if count_scale(counts["train"]) == "log" else ""))
     ax.set_title("per-class counts after imbalance")
     ax.legend()
     fig.tight_layout()

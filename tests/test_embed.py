@@ -70,3 +70,23 @@ def test_too_few_points_refused(run_dir, tmp_path, capsys):
     assert main(["embed", str(run_dir), "--max-points", "3", "--out", str(tmp_path / "e")]) == 2
     assert capsys.readouterr().err == "imbal: error: --max-points must be at least 4, got 3\n"
     assert not (tmp_path / "e").exists()
+
+
+def test_embed_leaves_the_process_settings_as_they_were(run_dir, tmp_path):
+    """The run sets train.threads 1; `imbal embed` in this process must not keep it (it once
+    did, and later in-process runs summed in another order)."""
+    import torch
+
+    from imbal.training.settings import snapshot
+
+    before, threads = snapshot(), torch.get_num_threads()
+    torch.set_num_threads(2 if threads == 1 else threads)
+    try:
+        expected = torch.get_num_threads()
+        assert main(["embed", str(run_dir), "--out", str(tmp_path / "e"), "--max-points", "40"]) == 0
+        assert torch.get_num_threads() == expected
+        after = snapshot()
+        assert after["deterministic_algorithms"] == before["deterministic_algorithms"]
+        assert torch.equal(after["rng.torch"], before["rng.torch"])
+    finally:
+        torch.set_num_threads(threads)

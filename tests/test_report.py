@@ -118,8 +118,9 @@ def test_loose_runs_grouped_by_config_without_seeds(tmp_path):
     groups = sorted(rep["groups"], key=lambda g: g["n"])
     assert [g["n"] for g in groups] == [1, 2]
     assert groups[1]["metrics"]["top1"]["mean"] == 91.0
-    assert groups[1]["label"].startswith("ce#") and groups[0]["label"].startswith("ce#")
-    assert groups[0]["label"] != groups[1]["label"]
+    # the labels say which setting tells them apart
+    assert groups[1]["label"] == "ce (train.optimizer.lr=0.1)"
+    assert groups[0]["label"] == "ce (train.optimizer.lr=0.5)"
     assert rep["baseline"] is None  # two configurations without a remedy: none is guessed
     assert rep["not_in_table"] == [{"name": "half", "dir": str(root / "half"), "label": None,
                                     "status": "incomplete", "error": "results.json not complete"}]
@@ -150,9 +151,11 @@ def test_markdown_csv_json_outputs(tmp_path, capsys):
     assert "difference of means vs baseline 'none'" in lines[0]
     assert lines[2] == ("| configuration | n | top-1 | balanced acc | minority acc | "
                         "majority acc | macro-F1 |")
-    assert lines[4] == ("| none (baseline) | 3 | 99.00 ± 1.00 | 92.00 ± 2.00 | "
-                        "82.00 ± 2.65 | 99.00 ± 0.00 | 91.00 ± 1.00 |")
-    assert lines[5].startswith("| focal | 3 | 99.50 ± 0.50 (+0.50) | 95.00 ± 0.00 (+3.00) |")
+    # [95% CI]: t(0.975, 2) = 4.3027; (Δ, p of the paired t-test over the three seeds)
+    assert lines[4].startswith("| none (baseline) | 3 | 99.00 ± 1.00 [96.52, 101.48] | "
+                               "92.00 ± 2.00 [87.03, 96.97] |")
+    assert lines[5].startswith("| focal | 3 | 99.50 ± 0.50 [98.26, 100.74] (+0.50, p=0.23) | "
+                               "95.00 ± 0.00 [95.00, 95.00] (+3.00, p=0.12) |")
     assert lines[6].startswith("| ldam | 1 | 97.00 ± — (-2.00) |")
     assert "Not in the table (2 runs):" in md
     assert f"- ldam__d0_s1 ({sd / 'ldam__d0_s1'}): failed — ValueError: boom" in md
@@ -197,3 +200,30 @@ def test_plots_are_pngs(tmp_path, capsys):
         data = (tmp_path / "plots" / n).read_bytes()
         assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
     assert f"wrote {tmp_path / 'plots' / 'per_class_acc.png'}" in capsys.readouterr().err
+
+
+def test_confidence_interval_and_paired_test_against_hand_values():
+    from imbal.study.stats import ci95, paired_t
+
+    # diffs 1, 2, 3: mean 2, sd 1, t = 2 sqrt(3); with 2 degrees of freedom the two-sided
+    # p is 1 - t / sqrt(t^2 + 2) = 1 - sqrt(12/14)
+    got = paired_t([(1.0, 0.0), (2.0, 0.0), (3.0, 0.0)])
+    assert got["n"] == 3 and got["mean_diff"] == 2.0
+    assert got["p"] == pytest.approx(1 - math.sqrt(12 / 14), rel=1e-9)
+    assert ci95([1.0, 2.0, 3.0]) == pytest.approx(4.302652729749464 / math.sqrt(3), rel=1e-9)
+    assert ci95([5.0]) is None and paired_t([(1.0, 0.0)]) is None
+    assert paired_t([(2.0, 1.0), (3.0, 2.0)])["p"] == 0.0
+    assert paired_t([(2.0, 2.0), (3.0, 3.0)])["p"] == 1.0
+
+
+def test_runs_differing_only_by_folder_are_one_replicate(tmp_path):
+    root = tmp_path / "runs"
+    write_run(root / "a" / "ce__d0_s0", "ce__d0_s0", (90.0, 1, 1, 1, 1), [], seed=0)
+    write_run(root / "b" / "ce__d0_s0", "ce__d0_s0", (90.0, 1, 1, 1, 1), [], seed=0)
+    write_run(root / "c" / "ce__d0_s1", "ce__d0_s1", (92.0, 1, 1, 1, 1), [], seed=1)
+    rep = report.build_report([root / "a", root / "b", root / "c"])
+    assert [g["n"] for g in rep["groups"]] == [2]
+    assert rep["groups"][0]["metrics"]["top1"]["values"] == [90.0, 92.0]
+    assert rep["not_in_table"] == [{"name": "ce__d0_s0", "dir": str(root / "b" / "ce__d0_s0"),
+                                    "label": None, "status": "duplicate",
+                                    "error": f"same config and seeds as {root / 'a' / 'ce__d0_s0'}"}]

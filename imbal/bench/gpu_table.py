@@ -147,8 +147,9 @@ def run(args: Any, say=print) -> int:
             raise UserError("the shortened table had failed runs (listed above)")
         folder = Path(tmp) / "runs"
         summary = json.loads((folder / "summary.json").read_text())
+        order = [r["name"] for r in json.loads((folder / "sweep.json").read_text())["runs"]]
         runs = {n: {**per_run(folder / n, FULL_EPOCHS), "slot": summary["slots"].get(n)}
-                for n in summary["done"]}
+                for n in order if n in summary["done"]}  # the table's order, not the finishing one
     seeds = 1 if args.tiny else FULL_SEEDS
     images = sum(r["train_images"] for r in runs.values())
     doc = {"settings": {"epochs": args.gpu_table_epochs, "tiny": args.tiny,

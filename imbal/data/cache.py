@@ -127,6 +127,7 @@ def _save(path: str, prefix: str, blob: dict) -> None:
                     os.unlink(os.path.join(folder, name))
                 except FileNotFoundError:  # a parallel run removed it first
                     pass
-    except OSError as e:
-        warn(f"could not write the data cache to {folder} ({e.strerror or e}); set IMBAL_CACHE "
+    except (OSError, RuntimeError) as e:  # torch.save raises RuntimeError on a full disk
+        why = getattr(e, "strerror", None) or (str(e).strip().splitlines() or [type(e).__name__])[0][:120]
+        warn(f"could not write the data cache to {folder} ({why}); set IMBAL_CACHE "
              "to a writable directory to avoid decoding again")

@@ -67,6 +67,17 @@ def _list_files(root: str, rel: str) -> list[tuple[str, int, int]]:
     os.scandir rather than os.walk + os.stat: on a cache hit this listing is most of the time
     spent (60k files), and DirEntry avoids re-joining and re-resolving every path.
     """
+    return sorted(_walk(root, rel, ()))
+
+
+def _walk(root: str, rel: str, above: tuple[tuple[int, int], ...]) -> list[tuple[str, int, int]]:
+    """_list_files' recursion; `above`: (device, inode) of the folders it is inside, so a
+    symbolic link back up (a loop) is refused instead of recursing until the path is too long."""
+    here = os.stat(os.path.join(root, rel))
+    key = (here.st_dev, here.st_ino)
+    if key in above:
+        raise UserError(f"imagefolder: {os.path.join(root, rel)} is a link back to a folder "
+                        "that contains it (a symbolic-link loop); remove that link")
     found = []
     with os.scandir(os.path.join(root, rel)) as it:
         for entry in it:
@@ -74,19 +85,19 @@ def _list_files(root: str, rel: str) -> list[tuple[str, int, int]]:
                 continue
             sub = f"{rel}/{entry.name}"
             if entry.is_dir():
-                found += _list_files(root, sub)
+                found += _walk(root, sub, (*above, key))
             elif entry.is_file():
                 st = entry.stat()
                 found.append((sub, st.st_size, st.st_mtime_ns))
-    return sorted(found)
+    return found
 
 
 def _class_folders(root: str, split: str) -> list[str]:
     folder = os.path.join(root, split)
     if not os.path.isdir(folder):
         raise UserError(
-            f"imagefolder: {folder} is not a directory; data.root must hold train/ and test/, "
-            "each with one sub-folder per class"
+            f"imagefolder: {folder} is not a directory; the data root (data.root, else "
+            "$IMBAL_DATA, else ./data) must hold train/ and test/, each with one sub-folder per class"
         )
     return sorted(
         e.name for e in os.scandir(folder) if e.is_dir() and not e.name.startswith(".")
@@ -96,7 +107,8 @@ def _class_folders(root: str, split: str) -> list[str]:
 def _scan(root: str) -> tuple[list[str], dict[str, list[Entry]], list[str]]:
     """Classes; per split the entries of every image file; the files skipped as non-images."""
     if not os.path.isdir(root):
-        raise UserError(f"imagefolder: data root {root} is not a directory")
+        raise UserError(f"imagefolder: data root {root} is not a directory (the root is "
+                        "data.root, else $IMBAL_DATA, else ./data)")
     classes = _class_folders(root, "train")
     if not classes:
         raise UserError(f"imagefolder: {os.path.join(root, 'train')} has no class sub-folders")

@@ -133,6 +133,19 @@ def _tv_class(spec: Spec) -> type:
     return getattr(torchvision.datasets, spec.dataset)
 
 
+def _remove_empty(fresh: list[str]) -> None:
+    """Folders a failed download created and left empty (root/MNIST/raw/...): removed, so an
+    offline `download: true` leaves nothing behind."""
+    for top in fresh:
+        if not os.path.isdir(top):
+            continue
+        for folder, _, _ in sorted(os.walk(top), key=lambda w: -len(w[0])):
+            try:
+                os.rmdir(folder)  # only if empty
+            except OSError:
+                pass
+
+
 def _download(key: str, spec: Spec, root: str) -> None:
     """torchvision fetches what is missing (MNIST: all four files at once; SVHN: per split)."""
     cls = _tv_class(spec)
@@ -141,9 +154,11 @@ def _download(key: str, spec: Spec, root: str) -> None:
     for split in SPLITS:
         if not _missing(every):
             break
+        fresh = [d for d in (root, where) if not os.path.exists(d)]
         try:
             cls(root=root, download=True, **spec.split_kwargs[split])
         except Exception as e:  # no internet, unwritable root, bad archive: all user-fixable
+            _remove_empty(fresh)
             raise UserError(
                 f"{key}: download into {where} failed ({_first_line(e)}); without internet "
                 f"put the files there yourself, or set data.root / IMBAL_DATA to a directory "

@@ -8,6 +8,7 @@ import torch
 from pydantic import Field, model_validator
 
 from imbal.errors import UserError
+from imbal.input_checks import check_allocation
 from imbal.registry import did_you_mean
 from imbal.remedies.base import (
     CLASS_SET_TEXT,
@@ -72,6 +73,7 @@ class Oversample(Remedy):
     def apply(self, ctx: PlanContext) -> str:
         counts, mode, epochs = torch.tensor(ctx.counts), self.p.mode, ctx.epochs
         size = self.p.epoch_size or ctx.targets.numel()
+        check_allocation(16 * size, f"remedy 'oversample': epoch_size={size}")  # int64 draws
         start = self.start(epochs)
         if mode != "progressive" and start == 0:
             ctx.sampler = ClassSampler(ctx.targets, class_probabilities(counts, mode), size)
@@ -120,6 +122,10 @@ class Copy(Remedy):
     def apply(self, ctx: PlanContext) -> str:
         p = self.p
         classes = ctx.resolve_classes(self.name, p.classes)
+        if p.k != "balance":  # k extra copies of each image of those classes, then a cat
+            image = ctx.images[:1].element_size() * ctx.images[:1].numel()
+            check_allocation(2 * p.k * sum(ctx.counts[c] for c in classes) * image,
+                             f"remedy 'copy': k={p.k}")
         src = copy_indices(ctx.targets, ctx.num_classes, classes, p.k, ctx.generator)
         strength = Strength(p.flip_p, p.brightness, p.contrast)
         copies = transform_copies(ctx.images[src], p.transforms, strength, ctx.generator)

@@ -121,6 +121,19 @@ def _check_inputs(
         raise UserError(f"epochs must be >= 1, got {epochs}")
 
 
+NO_EFFECT = "  (no effect: every class has the same weight on this training set)"
+
+
+def _mark_no_ops(items: list[Remedy], ctx: PlanContext, lines: dict[int, str]) -> None:
+    """A weighting that came out uniform (class weights computed after copies balanced the
+    set) changes nothing: say so in its line, which the run prints as a warning."""
+    w = ctx.loss_kwargs.get("class_weight")
+    if isinstance(w, torch.Tensor) and w.numel() > 1 and bool((w == w[0]).all()):
+        for r in items:
+            if "weights" in r.slots():
+                lines[id(r)] += NO_EFFECT
+
+
 def build_plan(
     remedies: list[Any] | None,
     *,
@@ -146,6 +159,7 @@ def build_plan(
     )
     ordered = [r for r in items if r.dataset_stage] + [r for r in items if not r.dataset_stage]
     lines = {id(r): r.apply(ctx) for r in ordered}
+    _mark_no_ops(items, ctx, lines)
     if ctx.loss is not None and ctx.loss_kwargs:  # a remedy broke the OWN_LOSS contract
         raise ValueError("a remedy set its own loss and others set composed-loss slots")
     loss = ctx.loss if ctx.loss is not None else ComposedLoss(num_classes, **ctx.loss_kwargs)

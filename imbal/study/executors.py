@@ -15,8 +15,10 @@ import json
 import os
 import pickle
 import shutil
+import signal
 import subprocess
 import sys
+import threading
 import time
 import traceback
 from collections.abc import Callable, Iterator
@@ -27,7 +29,7 @@ from typing import TYPE_CHECKING, Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from imbal import plugins
-from imbal.errors import UserError
+from imbal.errors import SweepStopped, UserError
 from imbal.study.placement import Slot, take_slot
 
 if TYPE_CHECKING:
@@ -61,11 +63,15 @@ def execute_job(job: dict[str, Any]) -> dict[str, Any]:
         (out / "error.txt").unlink(missing_ok=True)
         plugins.load(job.get("imports") or [])
         train = _import_fn(job.get("train_fn") or DEFAULT_TRAIN_FN)
-        train(job["cfg"], out_dir=str(out), overwrite=job["overwrite"], quiet=True)
+        # not quiet: the run's lines (one per epoch off a terminal) go to the sweep's log for it
+        train(job["cfg"], out_dir=str(out), overwrite=job["overwrite"], quiet=False)
         if not is_complete(out):
             raise RuntimeError("training returned but results.json is missing or not complete")
         return {"name": job["name"], "status": "done", "wall_s": round(time.time() - t0, 2)}
     except Exception as err:  # any failure of one run is recorded, never fatal to the sweep
+        if getattr(err, "signum", None) is not None:  # trainer.Interrupted: stopped cleanly
+            return {"name": job["name"], "status": "stopped", "wall_s": round(time.time() - t0, 2),
+                    "error": f"stopped by {err}; checkpoint saved"}
         out.mkdir(parents=True, exist_ok=True)
         (out / "error.txt").write_text(traceback.format_exc())
         return {"name": job["name"], "status": "failed", "wall_s": round(time.time() - t0, 2),
@@ -181,15 +187,57 @@ def placed(job: dict[str, Any], slot: Slot) -> dict[str, Any]:
     return {**job, "cfg": {**job["cfg"], "train": train}, "slot": slot.label}
 
 
-def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str, Any]:
-    """One run in a fresh `python -m imbal.study.executors JOB` process; its output goes to a log."""
-    job_file, out_file = work / f"{job['name']}.pkl", work / f"{job['name']}.out.json"
+class Children:
+    """The sweep's live worker processes. SIGTERM to the sweep (kill, a scheduler) is passed on
+    to each of them (a run stops after its step, with a checkpoint) and no further run starts;
+    the sweep then waits for them and exits."""
+
+    def __init__(self):
+        self.procs: set[subprocess.Popen] = set()
+        self.lock = threading.Lock()
+        self.signum: int | None = None
+
+    def start(self, argv: list[str], **kw: Any) -> subprocess.Popen | None:
+        with self.lock:
+            if self.signum is not None:
+                return None
+            proc = subprocess.Popen(argv, **kw)
+            self.procs.add(proc)
+            return proc
+
+    def ended(self, proc: subprocess.Popen) -> None:
+        with self.lock:
+            self.procs.discard(proc)
+
+    def forward(self, signum: int, frame: Any = None) -> None:
+        self.signum = signum
+        for proc in list(self.procs):
+            try:
+                proc.send_signal(signum)
+            except ProcessLookupError:
+                pass
+
+
+def _run_child(job: dict[str, Any], work: Path, env: dict[str, str], children: Children,
+               say: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """One run in a fresh `python -m imbal.study.executors JOB` process; its output goes to a
+    log, as it comes. Job files are named per sweep process."""
+    job_file = work / f"{job['name']}.{os.getpid()}.pkl"
+    out_file = job_file.with_suffix(".out.json")
     log = work.parent / "logs" / f"{job['name']}.log"
     job_file.write_bytes(pickle.dumps(job))
     out_file.unlink(missing_ok=True)
     with open(log, "w") as fh:
-        rc = subprocess.run([sys.executable, "-m", "imbal.study.executors", str(job_file)],
-                            stdout=fh, stderr=subprocess.STDOUT, env=env, check=False).returncode
+        proc = children.start([sys.executable, "-m", "imbal.study.executors", str(job_file)],
+                              stdout=fh, stderr=subprocess.STDOUT, env=env)
+        if proc is None:
+            job_file.unlink(missing_ok=True)
+            return {"name": job["name"], "status": "stopped", "wall_s": None,
+                    "error": "not started: the sweep was stopped"}
+        if say is not None:
+            say(f"started {job['name']}  (log: {log})")
+        rc = proc.wait()
+        children.ended(proc)
     if out_file.is_file():
         outcome = json.loads(out_file.read_text())
         job_file.unlink(missing_ok=True)
@@ -200,14 +248,20 @@ def _run_child(job: dict[str, Any], work: Path, env: dict[str, str]) -> dict[str
                        f"(log: {log})", tail)
 
 
-def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path,
-              slots: list[Slot]) -> Iterator[dict[str, Any]]:
+def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path, slots: list[Slot],
+              say: Callable[[str], None] | None = None) -> Iterator[dict[str, Any]]:
     """One worker process at a time per slot, a run taking the lowest free slot (see
-    imbal.study.placement); yield each outcome, with its slot, as it finishes."""
+    imbal.study.placement); yield each outcome, with its slot, as it finishes. SIGTERM is
+    forwarded to the workers; once they have stopped, SweepStopped is raised."""
     work = sweep_dir / ".jobs"
     work.mkdir(parents=True, exist_ok=True)
     (sweep_dir / "logs").mkdir(exist_ok=True)
-    envs = [_child_env(s) for s in slots]
+    envs = [{**_child_env(s), "PYTHONUNBUFFERED": "1"} for s in slots]
+    children = Children()
+    try:
+        old = signal.signal(signal.SIGTERM, children.forward)
+    except ValueError:  # not the main thread: leave signals alone
+        old = None
     queue, free = list(jobs), [s.number for s in slots]
     running: dict[Future, Slot] = {}
     pool = ThreadPoolExecutor(max_workers=len(slots))
@@ -216,7 +270,7 @@ def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path,
             while queue and free:
                 slot = slots[take_slot(free)]
                 running[pool.submit(_run_child, placed(queue.pop(0), slot), work,
-                                    envs[slot.number])] = slot
+                                    envs[slot.number], children, say)] = slot
             done, _ = wait(running, return_when=FIRST_COMPLETED)
             for fut in sorted(done, key=lambda f: running[f].number):
                 slot = running.pop(fut)
@@ -225,6 +279,10 @@ def run_local(jobs: list[dict[str, Any]], *, sweep_dir: Path,
     finally:
         # On Ctrl-C the children got SIGINT from the terminal too; nothing new is started.
         pool.shutdown(wait=True, cancel_futures=True)
+        if old is not None:
+            signal.signal(signal.SIGTERM, old)
+    if children.signum is not None:
+        raise SweepStopped(children.signum)
 
 
 # ---------------------------------------------------------------- Slurm through submitit

@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from imbal.errors import UserError
+from imbal.study.labels import differing_settings
+from imbal.study.stats import ci95, paired_t
 
 METRICS = ("top1", "balanced_acc", "minority_acc", "majority_acc", "macro_f1")
 TITLES = {"top1": "top-1", "balanced_acc": "balanced acc", "minority_acc": "minority acc",
@@ -80,7 +82,9 @@ def load_run(run_dir: Path, *, label: str | None, source: str, metric_set: str) 
         info.status, info.error = "failed", _error_line(run_dir / "error.txt")
     elif run_dir.is_dir():
         info.status = "incomplete"
-        info.error = "results.json not complete" if res else "no results.json (running or killed?)"
+        info.error = ("results.json not complete" if res else
+                      "results.json is corrupt (not JSON)" if (run_dir / "results.json").is_file()
+                      else "no results.json (running or killed?)")
     else:
         info.status, info.error = "not started", None
     return info
@@ -161,15 +165,32 @@ def group_runs(runs: list[RunInfo]) -> tuple[list[Group], list[RunInfo]]:
         else:
             key = ("", _config_hash(r.results.get("config") or {}))
             label = _strip_seeds(str(r.results.get("name") or r.name))
-        groups.setdefault(key, Group(key, label)).runs.append(r)
+        group = groups.setdefault(key, Group(key, label))
+        twin = next((o for o in group.runs if _same_replicate(o, r)), None)
+        if twin is not None:  # the same config and seeds in another folder: one replicate
+            r.status, r.error = "duplicate", f"same config and seeds as {twin.dir}"
+            rest.append(r)
+            continue
+        group.runs.append(r)
     out = list(groups.values())
     counts: dict[str, int] = {}
     for g in out:
         counts[g.label] = counts.get(g.label, 0) + 1
-    for g in out:  # the same label from two sources: say which is which
-        if counts[g.label] > 1:
-            g.label = f"{g.key[0]}/{g.label}" if g.key[0] else f"{g.label}#{g.key[1][:6]}"
+    for label in [k for k, n in counts.items() if n > 1]:  # say which is which
+        same = [g for g in out if g.label == label]
+        diff = differing_settings([g.runs[0].results.get("config") or {} for g in same])
+        for g, settings in zip(same, diff, strict=True):
+            if g.key[0]:
+                g.label = f"{g.key[0]}/{label}"
+            else:
+                g.label = f"{label} ({settings})" if settings else f"{label}#{g.key[1][:6]}"
     return out, rest
+
+
+def _same_replicate(a: RunInfo, b: RunInfo) -> bool:
+    """Runs that differ only by name or output folder (same config, same seeds)."""
+    ca, cb = a.results.get("config") or {}, b.results.get("config") or {}
+    return _seeds(a) == _seeds(b) and _config_hash(ca) == _config_hash(cb)
 
 
 def _metric(run: RunInfo, metric_set: str, metric: str) -> float | None:
@@ -183,7 +204,7 @@ def compute_stats(groups: list[Group], metric_set: str) -> None:
             values = [v for v in (_metric(r, metric_set, m) for r in g.runs) if v is not None]
             g.stats[m] = {"mean": statistics.fmean(values) if values else None,
                           "std": statistics.stdev(values) if len(values) > 1 else None,
-                          "values": values, "delta": None}
+                          "ci95": ci95(values), "values": values, "delta": None, "paired": None}
 
 
 def _plain(group: Group) -> bool:
@@ -203,7 +224,7 @@ def choose_baseline(groups: list[Group], wanted: str | None) -> Group | None:
     return plain[0] if len(plain) == 1 else None
 
 
-def apply_baseline(groups: list[Group], base: Group | None) -> None:
+def apply_baseline(groups: list[Group], base: Group | None, metric_set: str = "test") -> None:
     if base is None:
         return
     base.baseline = True
@@ -211,6 +232,24 @@ def apply_baseline(groups: list[Group], base: Group | None) -> None:
         for m in METRICS:
             a, b = g.stats[m]["mean"], base.stats[m]["mean"]
             g.stats[m]["delta"] = None if a is None or b is None else a - b
+            if g is not base:
+                g.stats[m]["paired"] = paired_t(_pairs(g, base, m, metric_set))
+
+
+def _seeds(run: RunInfo) -> tuple:
+    seeds = run.results.get("seeds") or {}
+    return (seeds.get("data"), seeds.get("train"))
+
+
+def _pairs(g: Group, base: Group, m: str, metric_set: str) -> list[tuple[float, float]]:
+    """(value, baseline value) of the runs with the same seeds in both groups."""
+    ref = {_seeds(r): _metric(r, metric_set, m) for r in base.runs}
+    out = []
+    for r in g.runs:
+        a, b = _metric(r, metric_set, m), ref.get(_seeds(r))
+        if a is not None and b is not None:
+            out.append((a, b))
+    return out
 
 
 def build_report(paths: list[str | Path], *, metric_set: str = "test",
@@ -220,7 +259,7 @@ def build_report(paths: list[str | Path], *, metric_set: str = "test",
     groups, rest = group_runs(runs)
     compute_stats(groups, metric_set)
     base = choose_baseline(groups, baseline) if groups else None
-    apply_baseline(groups, base)
+    apply_baseline(groups, base, metric_set)
     return {
         "metric_set": metric_set,
         "baseline": base.label if base else None,
@@ -252,8 +291,11 @@ def _cell(s: dict[str, Any], has_base: bool) -> str:
     if s["mean"] is None:
         return DASH
     text = f"{s['mean']:.2f} ± {_num(s['std'])}"
+    if s.get("ci95") is not None:
+        text += f" [{s['mean'] - s['ci95']:.2f}, {s['mean'] + s['ci95']:.2f}]"
     if has_base and s["delta"] is not None:
-        text += f" ({s['delta']:+.2f})"
+        p = (s.get("paired") or {}).get("p")
+        text += f" ({s['delta']:+.2f}" + (f", p={p:.2g})" if p is not None else ")")
     return text
 
 
@@ -263,7 +305,8 @@ def to_markdown(rep: dict[str, Any]) -> str:
             else f"'{rep['metric_set']}' metrics")
     note = f"Δ in brackets: difference of means vs baseline '{base}'" if base else \
         "no baseline (use --baseline LABEL for differences)"
-    lines = [f"{what.capitalize()}, %: mean ± sample std over seeds (n runs); {note}.", ""]
+    lines = [f"{what.capitalize()}, %: mean ± sample std over seeds (n runs) [95% confidence "
+             f"interval of the mean]; {note}; p: paired t-test over the seeds both share.", ""]
     lines.append("| configuration | n | " + " | ".join(TITLES[m] for m in rep["metrics"]) + " |")
     lines.append("|---|---:|" + "---:|" * len(rep["metrics"]))
     for g in rep["groups"]:

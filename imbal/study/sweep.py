@@ -36,6 +36,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from imbal import plugins
 from imbal.errors import UserError
+from imbal.locks import FolderLock
 from imbal.study import devices as sweep_devices
 from imbal.study import executors as sweep_exec
 from imbal.study import placement, sweep_output
@@ -341,13 +342,25 @@ def run_sweep(path: str | Path, *, workers: int | None = None, executor: str = "
     if dry_run:
         sweep_output.list_runs(sweep, jobs, skipped, say)
         return 0
+    sweep.out.mkdir(parents=True, exist_ok=True)
+    lock = FolderLock(sweep.out, "sweep folder").acquire()  # one sweep at a time in a folder
+    try:
+        return _drive(sweep, jobs, skipped, executor=executor, slots=slots, where=where,
+                      slurm=slurm, wait=wait, cluster=cluster, say=say)
+    finally:
+        lock.release()
+
+
+def _drive(sweep: Sweep, jobs: list[dict[str, Any]], skipped: list[str], *, executor: str,
+           slots: list, where: str, slurm: dict[str, Any], wait: bool, cluster: str,
+           say) -> int:
     write_sweep_json(sweep)
     t0, outcomes = time.time(), []
     if not jobs:
         how, stream = "nothing to run", iter(())
     elif executor == "local":
         how = "local, " + where.removeprefix("placement: ").split(" (auto")[0]
-        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, slots=slots)
+        stream = sweep_exec.run_local(jobs, sweep_dir=sweep.out, slots=slots, say=say)
     else:
         how = f"submitit ({cluster})"
         stream = sweep_exec.run_slurm(jobs, folder=sweep.out / "submitit", opts=slurm, wait=wait,
@@ -357,7 +370,7 @@ def run_sweep(path: str | Path, *, workers: int | None = None, executor: str = "
         tail = f"  {o.get('error')}" if o["status"] != "done" else ""
         on = f", {o['slot']}" if o.get("slot") else ""
         say(f"[{i}/{len(jobs)}] {o['status']:<6} {o['name']} ({o.get('wall_s') or 0:.1f} s{on})"
-            f"{tail}")
+            f"{tail}{sweep_output.eta(time.time() - t0, i, len(jobs))}")
     if executor != "local" and not wait:
         say(f"not waiting; when the jobs finish: imbal report {sweep.out}")
         return 0

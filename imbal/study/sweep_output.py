@@ -58,3 +58,13 @@ def summarise(sweep: Sweep, outcomes: list[dict[str, Any]], skipped: list[str], 
                "slots": {o["name"]: o["slot"] for o in outcomes if o.get("slot")}}
     (sweep.out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+def eta(elapsed: float, finished: int, total: int) -> str:
+    """'  ETA 3m20s' for what is left, at the pace so far (runs end in waves of workers)."""
+    if finished >= total or finished == 0:
+        return ""
+    left = round(elapsed / finished * (total - finished))
+    if left >= 3600:
+        return f"  ETA {left // 3600}h{left // 60 % 60:02d}m"
+    return f"  ETA {left // 60}m{left % 60:02d}s"

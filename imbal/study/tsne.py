@@ -31,13 +31,15 @@ def subsample(n: int, max_points: int, seed: int) -> torch.Tensor:
 
 @torch.inference_mode()
 def features_of(trainer, images: torch.Tensor) -> np.ndarray:
-    """model.features of images (normalised as in training), N×feature_dim float32."""
-    trainer.model.eval()
+    """The evaluated model's features of images (normalised as in training), N×feature_dim
+    float32 (the moving average's, when train.ema is on)."""
+    model = trainer.eval_model
+    model.eval()
     out = []
     for start in range(0, len(images), trainer.eval_batch_size):
         x = trainer.prepare(images[start:start + trainer.eval_batch_size], train=False)
         with trainer.autocast():
-            out.append(trainer.model.features(x).float().cpu())
+            out.append(model.features(x).float().cpu())
     return torch.cat(out).numpy()
 
 
@@ -78,5 +80,6 @@ def embed_setup(setup, out_dir: Path, *, title: str, max_points: int = 2000, see
 
 def embed_best(setup, run_dir: Path) -> Path:
     """eval.embed: the end of a run, best.pt's test features into RUN/embed (defaults)."""
-    setup.trainer.model.load_state_dict(load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"])
+    best = load_checkpoint(run_dir / "checkpoints" / "best.pt")["model"]
+    setup.trainer.eval_model.load_state_dict(best)  # the moving average's, when train.ema is on
     return embed_setup(setup, run_dir / "embed", title=f"{setup.cfg['name']} best.pt")

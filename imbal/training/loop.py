@@ -34,6 +34,7 @@ from imbal.training.runs import (
     atomic_write_json,
     atomic_write_text,
     load_checkpoint,
+    mismatch,
     rng_states,
     set_rng_states,
 )
@@ -51,6 +52,7 @@ def read_rows(run_dir: Path) -> list[dict]:
 
 def checkpoint(setup: Setup, path: Path) -> None:
     atomic_torch_save(path, {"format": "imbal", "version": CHECKPOINT_VERSION,
+                             "backbone": setup.cfg["model"]["backbone"],
                              **setup.trainer.state_dict(), "rng": rng_states()})
 
 
@@ -68,16 +70,22 @@ def resume_state(setup: Setup, run_dir: Path) -> None:
         # the checkpoint's: a run started on a GPU may be resumed on a CPU.
         how = [{k: g[k] for k in ("foreach", "fused") if k in g} for g in optimizer.param_groups]
         setup.trainer.load_state_dict(ckpt)
-    except (KeyError, RuntimeError, ValueError) as err:
+    except RuntimeError as err:
+        raise UserError(mismatch(path, ckpt, setup.cfg["model"]["backbone"], err)) from None
+    except (KeyError, ValueError) as err:
         raise UserError(f"checkpoint {path} does not match this config: "
-                        f"{str(err).splitlines()[0][:160]}") from None
+                        f"{str(err).splitlines()[0][:300]}") from None
     for group, kept in zip(optimizer.param_groups, how, strict=True):
         group.update(kept)
     set_rng_states(ckpt["rng"])
 
 
 def _progress(title: str, quiet: bool):
-    if quiet:
+    """A progress bar on a terminal only: into a file or a pipe (a sweep's log, a batch job)
+    the per-epoch line is the progress, not a bar's redraws."""
+    import sys
+
+    if quiet or not sys.stderr.isatty():
         return None
     from tqdm import tqdm
 
@@ -103,6 +111,7 @@ def _epoch(setup: Setup, epoch: int, ckpt_dir: Path, log: EpochLog, quiet: bool)
         if score > c.best_score:
             c.best_score, c.best_epoch = score, epoch + 1
             atomic_torch_save(ckpt_dir / "best.pt", {"format": "imbal", "model": tr.eval_model.state_dict(),
+                                                      "backbone": setup.cfg["model"]["backbone"],
                                                       "epoch": epoch + 1, "stage": spec.name,
                                                       "score": score})
     c.history.append(row)
@@ -152,8 +161,18 @@ def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t
         atomic_write_json(run_dir / "meta.json", {**meta, "status": "interrupted"})
         log.close()
         raise
-    except NonFiniteLoss:
+    except NonFiniteLoss as err:
+        last_pt = run_dir / "checkpoints" / "last.pt"
+        err.checkpoint = str(last_pt) if last_pt.is_file() else None
         atomic_write_json(run_dir / "meta.json", {**meta, "status": "failed: non-finite loss"})
+        log.close()
+        raise
+    except OSError as err:  # a full disk: record it if there is room for that, keep last.pt
+        try:
+            atomic_write_json(run_dir / "meta.json", {**meta, "status": "failed: cannot write "
+                                                      f"{err.filename or 'a file'}: {err.strerror}"})
+        except OSError:
+            pass
         log.close()
         raise
     results = finish(setup, run_dir, log, last)
@@ -163,9 +182,14 @@ def fit(setup: Setup, *, run_dir: Path, meta: dict, resume: bool, quiet: bool, t
     atomic_write_json(run_dir / "meta.json", {**meta, "status": "complete", "wall_time_s": round(wall, 3),
                                              "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z")})
     log.close()
-    say(f"done in {wall:.1f}s: best epoch {results['best_epoch']}, test {short(results['test'])}"
-        f"  -> {run_dir}/results.json", quiet)
+    say(final_line(results, run_dir), quiet)
     return results
+
+
+def final_line(results: dict, run_dir: Path) -> str:
+    """The run's one-line result (printed by `imbal train` even with --quiet)."""
+    return (f"done in {results['wall_time_s']:.1f}s: best epoch {results['best_epoch']}, test {short(results['test'])}"
+            f"  -> {run_dir}/results.json")
 
 
 def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dict:
@@ -202,9 +226,14 @@ def finish(setup: Setup, run_dir: Path, log: EpochLog, last: dict | None) -> dic
 
 
 def _write_confusion(run_dir: Path, conf: np.ndarray, classes: list[str], log: EpochLog, epoch: int) -> None:
-    header = "true\\pred," + ",".join(classes)
-    rows = [f"{c}," + ",".join(str(int(v)) for v in conf[i]) for i, c in enumerate(classes)]
-    atomic_write_text(run_dir / "confusion.csv", "\n".join([header, *rows]) + "\n")
+    import csv
+    import io
+
+    buf = io.StringIO()  # the csv module quotes class names with commas or quotes in them
+    out = csv.writer(buf, lineterminator="\n")
+    out.writerow(["true\\pred", *classes])
+    out.writerows([c, *(int(v) for v in conf[i])] for i, c in enumerate(classes))
+    atomic_write_text(run_dir / "confusion.csv", buf.getvalue())
     title = f"test confusion, best epoch {epoch}"
     save_confusion(conf, classes, title, run_dir / "confusion.png")
     if log.writer is not None:

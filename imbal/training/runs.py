@@ -24,10 +24,29 @@ MARKERS = ("config.yaml", "results.json", "checkpoints")
 CHECKPOINT_VERSION = 2
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _mkstemp(path: Path) -> tuple[int, str]:
+    """A temp file beside `path`, with the mode a plain open() would give it (mkstemp's 0600
+    would ignore the user's umask)."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.fchmod(fd, 0o666 & ~_umask())
+    return fd, tmp
+
+
+def dumps(obj: Any, **kw: Any) -> str:
+    """JSON as every run file is written: NaN and Infinity are refused (they are not JSON)."""
+    return json.dumps(obj, allow_nan=False, **kw)
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write to a temp file in the same directory, fsync, then rename over the target."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -44,19 +63,39 @@ def atomic_write_text(path: Path, text: str) -> None:
 
 
 def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2) + "\n")
+    atomic_write_text(path, dumps(obj, indent=2) + "\n")
 
 
 def atomic_torch_save(path: Path, obj: Any) -> None:
+    """torch.save beside the target, then rename: a failed write (torch raises RuntimeError
+    for a full disk) leaves the previous file intact and becomes an OSError naming the file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = _mkstemp(path)
     os.close(fd)
     try:
         torch.save(obj, tmp)
         os.replace(tmp, path)
+    except RuntimeError as err:
+        Path(tmp).unlink(missing_ok=True)
+        raise write_failure(path, err) from None
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_failure(path: Path, err: BaseException) -> OSError:
+    """torch's RuntimeError from a failed write as an OSError: ENOSPC when the disk is full."""
+    import errno
+    import shutil
+
+    try:
+        full = shutil.disk_usage(path.parent).free < 1 << 20
+    except OSError:
+        full = False
+    text = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+    if full:
+        return OSError(errno.ENOSPC, "disk full", str(path))
+    return OSError(errno.EIO, f"cannot write ({text[:120]})", str(path))
 
 
 def load_checkpoint(path: Path, *, resume: bool = False) -> dict:
@@ -67,13 +106,39 @@ def load_checkpoint(path: Path, *, resume: bool = False) -> dict:
     try:
         ckpt = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # truncated, corrupt, or a pickle that is not plain data
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot load checkpoint {path}: {first[:200]}") from None
+        raise UserError(f"cannot load checkpoint {path}: {load_error(err)}") from None
     if not isinstance(ckpt, dict) or "model" not in ckpt or ckpt.get("format") != "imbal":
         raise UserError(f"{path} is not an imbal checkpoint")
     if resume:
         check_resumable(ckpt, path)
     return ckpt
+
+
+def load_error(err: BaseException) -> str:
+    """torch.load's failure in one complete sentence, without its advice to load with
+    weights_only=False (that would run whatever code the file holds)."""
+    text = str(err).strip()
+    if "weights only load failed" in text.lower() or "weights_only" in text:
+        why = next((line.strip() for line in text.splitlines()[1:] if line.strip()
+                    and "weights_only" not in line and "documentation" not in line), "")
+        return ("it holds objects other than plain data" + (f" ({why.rstrip('.')})" if why else "")
+                + "; imbal loads checkpoints as data only and never runs code from them")
+    first = text.splitlines()[0] if text else type(err).__name__
+    sentence = first.split(". ")[0].rstrip(".")
+    if "central directory" in first or "corrupt" in first.lower():
+        sentence += " (the file is truncated or corrupt)"
+    return sentence
+
+
+def mismatch(path: Path, ckpt: dict, backbone: str, err: BaseException) -> str:
+    """A checkpoint whose tensors do not fit the model: which backbone made it, which one the
+    config builds, and the first differing tensor."""
+    made = ckpt.get("backbone")
+    lines = [ln.strip() for ln in str(err).splitlines() if ln.strip()]
+    detail = next((ln for ln in lines if ln.startswith(("size mismatch", "Missing key", "Unexpected key"))),
+                  lines[0] if lines else type(err).__name__)
+    made_s = f"was made with backbone '{made}'" if made else "was made with another model"
+    return (f"checkpoint {path} {made_s}, the config builds '{backbone}' ({detail.rstrip('.')[:300]})")
 
 
 def check_resumable_file(path: Path) -> None:
@@ -103,35 +168,64 @@ def check_resumable(ckpt: dict, path: Path) -> None:
 
 def check_run_dir(path: Path, *, overwrite: bool, resume: bool) -> None:
     """Refuse a bad output directory before any work, without creating anything."""
+    from imbal.locks import check_unlocked
+
     if path.exists() and not path.is_dir():
         raise UserError(f"output path exists and is not a directory: {path}")
+    last = path / "checkpoints" / "last.pt"
+    if path.is_dir():
+        check_unlocked(path, "run directory")
     if resume:
-        if not (path / "checkpoints" / "last.pt").is_file():
-            raise UserError(f"nothing to resume in {path}: no checkpoints/last.pt")
-        return
-    if path.is_dir() and any((path / m).exists() for m in MARKERS) and not overwrite:
-        raise UserError(f"run directory {path} already holds a run; use --resume or --overwrite")
+        if _complete(path):
+            raise UserError(f"run {path} is already complete (results.json): nothing to resume; "
+                            "start it again with imbal train CONFIG --overwrite")
+        if not last.is_file():
+            raise UserError(f"nothing to resume in {path}: no checkpoints/last.pt (start it "
+                            "again with imbal train CONFIG --overwrite)")
+    elif path.is_dir() and any((path / m).exists() for m in MARKERS) and not overwrite:
+        hint = ("--resume RUN_DIR or --overwrite" if last.is_file() and not _complete(path)
+                else "--overwrite, or another --out")
+        raise UserError(f"run directory {path} already holds a run; use {hint}")
     parent = path
     while not parent.exists():
         parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir() or not _writable(parent):
         raise UserError(f"cannot write to output directory {path}: {parent} is not a writable directory")
 
 
-def create_run_dir(path: Path, *, overwrite: bool, resume: bool) -> Path:
-    """Create the run directory (after the run's setup succeeded); clear an old run on overwrite."""
+def _complete(path: Path) -> bool:
+    try:
+        return json.loads((path / "results.json").read_text()).get("complete") is True
+    except (OSError, ValueError, AttributeError):
+        return False
+
+
+def _writable(folder: Path) -> bool:
+    """Try it: os.access says yes to root and knows nothing of a read-only file system."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def create_run_dir(path: Path, *, overwrite: bool, resume: bool, lock=None) -> Path:
+    """Create the run directory (after the run's setup succeeded), take `lock` (an unacquired
+    imbal.locks.FolderLock of it), then clear an old run on overwrite."""
     check_run_dir(path, overwrite=overwrite, resume=resume)
-    if resume:
-        return path
-    if overwrite and path.is_dir():
-        for name in ("results.json", "metrics.jsonl", "confusion.csv", "confusion.png", "error.txt"):
-            (path / name).unlink(missing_ok=True)
-        for sub in ("checkpoints", "tb"):
-            _rmtree(path / sub)
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as err:
         raise UserError(f"cannot write to output directory {path}: {err.strerror}") from None
+    if lock is not None:
+        lock.acquire()
+    if resume:
+        return path
+    if overwrite:
+        for name in ("results.json", "metrics.jsonl", "confusion.csv", "confusion.png", "error.txt"):
+            (path / name).unlink(missing_ok=True)
+        for sub in ("checkpoints", "tb"):
+            _rmtree(path / sub)
     return path
 
 
@@ -237,7 +331,7 @@ class EpochLog:
         """Append a row; TensorBoard tags are <stage>/<key path> (one group per stage) at
         `step`, the epoch counted over the whole run."""
         self.rows.append(row)
-        atomic_write_text(self.path, "".join(json.dumps(r) + "\n" for r in self.rows))
+        atomic_write_text(self.path, "".join(dumps(r) + "\n" for r in self.rows))
         if self.writer is not None:
             self._scalars(row, step, f"{row['stage']}/" if "stage" in row else "")
 
