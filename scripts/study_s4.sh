@@ -3,18 +3,24 @@
 # images (data seed); the tricks one at a time on top of the plain baseline (GroupNorm, crop+flip,
 # cutout, gridmask, AutoAugment, RandAugment, mixup, CutMix, gradient clipping, weight decay,
 # dropout, LR decay), all combined, and each of 'plain' and 'combined' with the class-balanced
-# sampler (S4: 26% -> 46%). Report: runs/s4/report.md (differences vs 'plain').
+# sampler (S4: 26% -> 46%). Report: runs/s4/report.md (differences vs 'plain'). Then S4's
+# partial labels, MixMatch on 250 labels vs the labels alone: scripts/study_s4_mixmatch.sh with
+# the same options, into OUT_mixmatch (runs/s4_mixmatch/report.md; --no-mixmatch skips it).
 # Options: see scripts/study_lib.sh.
 #   scripts/study_s4.sh                       # GPU: 16 rows x 3 seeds, 100 epochs each
-#   scripts/study_s4.sh --quick --workers 2   # CPU: ResNet-32, 1 epoch, 50-100 images a class
-#     (SEEDS_TRAIN=0: 16 runs in 15 min 45 s on a shared 2-core CPU at load ~10; 1 epoch
-#     leaves every row near chance: it checks the pipeline, not the tricks)
+#   scripts/study_s4.sh --quick --workers 2   # CPU: ResNet-32, 4 epochs, 75-150 images a class
 source "$(dirname "${BASH_SOURCE[0]}")/study_lib.sh"
-study_parse s4 "$@"
-# --quick: a small backbone (resnet32 takes the same norm/dropout params), a subset of 100
-# training images a class of which each keeps 50-100, 50 test images a class, one epoch.
-study_quick train.epochs=1 model.backbone=resnet32 data.subset.per_class=100 \
-    data.subset.test_per_class=50 data.imbalance.low=50 data.imbalance.high=100
+MIXMATCH=1
+PASS=()
+for a in "$@"; do
+    if [[ "$a" == --no-mixmatch ]]; then MIXMATCH=0; else PASS+=("$a"); fi
+done
+study_parse s4 "${PASS[@]+"${PASS[@]}"}"
+# --quick: a small backbone (resnet32 takes the same norm/dropout params), a subset of 150
+# training images a class of which each keeps 75-150, 50 test images a class, 4 epochs.
+study_quick train.epochs=4 model.backbone=resnet32 data.subset.per_class=150 \
+    data.subset.test_per_class=50 data.imbalance.low=75 data.imbalance.high=150 \
+    logging.tensorboard=false
 
 BT=train.batch_transforms
 COMBINED="data.augment: {crop_padding: 4, hflip: true}, model.params.dropout: 0.3, \
@@ -41,8 +47,20 @@ runs:
   - {name: lr_decay, set: {train.schedule.name: cosine}}
   - {name: combined, set: {$COMBINED}}
   - {name: combined+sampler, set: {$COMBINED, remedy: [oversample]}}
-  # --- MixMatch rows (250 labels; added by the MixMatch work, not here) -----------------------
-  # - {name: mixmatch, set: {...}}
-  # --- end of MixMatch rows -----------------------------------------------------------------
 YAML
-study_run plain
+status=0
+study_run plain || status=$?
+if ((MIXMATCH)); then  # its own sweep (its own base config), with this one's options
+    MM=()
+    skip=0
+    for a in "${PASS[@]+"${PASS[@]}"}"; do
+        if ((skip)); then skip=0; continue; fi
+        case "$a" in
+            --out) skip=1 ;;
+            --out=*) ;;
+            *) MM+=("$a") ;;
+        esac
+    done
+    "$REPO/scripts/study_s4_mixmatch.sh" --out "${OUT}_mixmatch" "${MM[@]+"${MM[@]}"}" || status=$?
+fi
+exit "$status"
