@@ -7,7 +7,7 @@
 # colour_jitter) on top of crop+flip; every run ends with a t-SNE map of its test features
 # (eval.embed: RUN/embed/tsne.png). Report: runs/s5/report.md (differences vs 'resnext18-ce').
 #   scripts/study_s5.sh --workers 2              # GPU: 18 rows x 3 seeds x 200 epochs
-#   scripts/study_s5.sh --quick --workers 2      # CPU: 1 epoch on a subset, no colour jitter
+#   scripts/study_s5.sh --quick --workers 2      # CPU: 1 epoch on a subset, no colour jitter, t-SNE
 # --quick keeps 20 images a class before the tail, makes it ratio 4 (20 ... 5 images) and holds
 # out 20% for validation, so the smallest class still gives the validation split an image; 10
 # test images a class. A smoke test of the whole path (figures near chance), not a result.
@@ -23,7 +23,7 @@ study_quick train.epochs=1 data.subset.per_class=20 data.subset.test_per_class=1
     data.imbalance.ratio=4 data.val_fraction=0.2 train.batch_size=16
 
 PT_SIZE="${S5_PRETRAINED_SIZE:-null}"
-COMMON="{}"
+COMMON="{eval.embed: true}"  # --quick: the t-SNE map too (100 test points)
 if ((QUICK)); then
     PT_SIZE="${S5_PRETRAINED_SIZE:-32}"
 else
