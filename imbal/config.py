@@ -8,7 +8,6 @@ The plugins a config names (`imports:`) are imported before it is validated (imb
 from __future__ import annotations
 
 import copy
-import math
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -94,22 +93,9 @@ class Model(Section):
     image_size: int | None = Field(None, ge=8, description="torchvision/ and timm/ backbones: resize batches to this size on the device (null: the pretrained weights' size, else none)")
 
 
-def _finite(value: Any) -> Any:
-    """A passed-through value (an optimizer's or a plugin schedule's argument) without NaN or
-    inf anywhere in it; its type is checked against the builder's signature later."""
-    def ok(v: Any) -> bool:
-        if isinstance(v, float):
-            return math.isfinite(v)
-        if isinstance(v, (list, tuple)):
-            return all(map(ok, v))
-        return all(map(ok, v.values())) if isinstance(v, dict) else True
-
-    if not ok(value):
-        raise ValueError("must be finite (no nan or inf)")
-    return value
-
-
-PassedThrough = dict[str, Annotated[Any, AfterValidator(_finite)]]
+# A passed-through value (an optimizer's or a plugin schedule's argument) without NaN or inf
+# anywhere in it; its type is checked against the builder's signature later.
+PassedThrough = dict[str, Annotated[Any, AfterValidator(input_checks.finite)]]
 # Free-form parameter maps and remedy items: anything, but no NaN or infinity inside.
 Finite = Annotated[dict[str, Any], AfterValidator(input_checks.finite)]
 FiniteItem = Annotated[Any, AfterValidator(input_checks.finite)]

@@ -191,10 +191,10 @@ def build_setup(cfg: dict, *, quiet: bool) -> Setup:
         ema_decay=tr["ema"]["decay"] if tr["ema"] else None)
     trainer.eval_offset = chosen.eval_logit_offset  # `imbal eval` scores the chosen stage's way
     groups = Groups.make(chosen.class_counts, data.minority, ev["many_shot"], ev["few_shot"])
+    augment = BatchAugment(**cfg["data"]["augment"], fill=normalizer.black)  # black padding
     return Setup(cfg=cfg, data=data, device=device, trainer=trainer, groups=groups, stages=stages,
-                 plans=plans, transforms=transforms, augment=BatchAugment(**cfg["data"]["augment"],
-                                                                 fill=normalizer.black),
-                 train_images=images, train_targets=targets,
+                 plans=plans, transforms=transforms, augment=augment, train_images=images,
+                 train_targets=targets,
                  batch_filter=per_batch_mask(cfg["data"]["imbalance"], data.num_classes, device))
 
 
